@@ -1,0 +1,92 @@
+"""Gemma 4's routed mixture of experts: a router (scores and ids) and stacked experts.
+
+Shapes: N = tokens (flattened), D = model dim, E = experts, K = experts per token, I = expert width.
+Experts are stored as the checkpoint packs them: ``gate_up_proj [E, 2I, D]`` and ``down_proj [E, D, I]``.
+
+Two expert paths compute the same function: ``experts_reference`` (a readable loop over experts, kept to test
+against) and ``experts_grouped`` (tokens sorted by expert, one grouped GEMM per projection, no Python loop
+over experts) used on the hot path when ``torch._grouped_mm`` exists.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .norms import rms_norm
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class Router(nn.Module):
+    """Scores experts from the un-normalised residual: scale-free RMSNorm, learned ``scale`` and ``D**-0.5``,
+    a linear ``proj``, softmax in fp32, top-K renormalised to sum to 1, then multiplied by ``per_expert_scale``."""
+
+    def __init__(self, hidden: int, num_experts: int, top_k: int, eps: float):
+        super().__init__()
+        self.top_k, self.eps, self.root = top_k, eps, hidden**-0.5
+        self.proj = nn.Linear(hidden, num_experts, bias=False)
+        self.scale = nn.Parameter(torch.ones(hidden), requires_grad=False)
+        self.per_expert_scale = nn.Parameter(torch.ones(num_experts), requires_grad=False)
+
+    def forward(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = rms_norm(x_ND, None, self.eps) * self.scale * self.root
+        probs_NE = torch.softmax(self.proj(h), dim=-1, dtype=torch.float32)
+        weights_NK, ids_NK = torch.topk(probs_NE, self.top_k, dim=-1)
+        weights_NK = weights_NK / weights_NK.sum(-1, keepdim=True)
+        return weights_NK * self.per_expert_scale[ids_NK], ids_NK
+
+
+class Experts(nn.Module):
+    def __init__(self, num_experts: int, hidden: int, width: int):
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * width, hidden), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, width), requires_grad=False)
+        self.use_grouped = hasattr(torch, "_grouped_mm")
+
+    def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, ids_NK: torch.Tensor) -> torch.Tensor:
+        if self.use_grouped and _grouped_supported(x_ND):
+            return experts_grouped(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
+        return experts_reference(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
+
+
+def _grouped_supported(x: torch.Tensor) -> bool:
+    # CPU kernels take fp32/bf16/fp16; CUDA kernels take bf16 (Hopper and newer).
+    if x.device.type == "cuda":
+        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
+    return x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def experts_reference(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
+    """Readable path: for every expert, gather its tokens, run the gated MLP, scatter-add weighted outputs."""
+    out_ND = torch.zeros_like(x_ND)
+    for e in range(w13_EFD.shape[0]):
+        token_idx, slot = torch.where(ids_NK == e)
+        if token_idx.numel() == 0:
+            continue
+        gate, up = F.linear(x_ND[token_idx], w13_EFD[e]).chunk(2, dim=-1)
+        y = F.linear(gelu_tanh(gate) * up, w2_EDI[e]) * weights_NK[token_idx, slot, None]
+        out_ND.index_add_(0, token_idx, y.to(out_ND.dtype))
+    return out_ND
+
+
+def experts_grouped(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
+    """Fast path: sort the N*K (token, expert) pairs by expert and run each projection as one grouped GEMM."""
+    n_tokens, k = ids_NK.shape
+    num_experts = w13_EFD.shape[0]
+    flat_ids = ids_NK.reshape(-1)
+    order = torch.argsort(flat_ids, stable=True)
+    token_of_pair = order // k
+    counts_E = torch.bincount(flat_ids, minlength=num_experts)
+    offsets_E = torch.cumsum(counts_E, 0).to(torch.int32)
+    x_sorted = x_ND[token_of_pair]
+    gate_up = torch._grouped_mm(x_sorted, w13_EFD.transpose(1, 2), offs=offsets_E)
+    gate, up = gate_up.chunk(2, dim=-1)
+    y = torch._grouped_mm((gelu_tanh(gate) * up).contiguous(), w2_EDI.transpose(1, 2), offs=offsets_E)
+    y = y * weights_NK.reshape(-1)[order, None]
+    out_ND = torch.zeros_like(x_ND)
+    out_ND.index_add_(0, token_of_pair, y.to(out_ND.dtype))
+    return out_ND

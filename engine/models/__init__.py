@@ -1,0 +1,3 @@
+from .diffusion_gemma import DiffusionGemmaModel
+
+__all__ = ["DiffusionGemmaModel"]

@@ -1,0 +1,209 @@
+"""DiffusionGemma's text backbone, used as a causal encoder (writes the KV cache) and as a bidirectional
+canvas decoder (reads it), with tied weights.
+
+Shapes: B = batch, T = tokens being encoded, C = canvas length, S = key slots, D = model dim, V = vocabulary.
+
+Parameter names mirror the checkpoint's ``model.decoder.*`` names (``layers.3.self_attn.q_proj.weight``), so
+loading is a table lookup (see ``engine/weights.py``). The encoder's per-layer ``layer_scalar`` is the only
+encoder-specific tensor; it lives beside the decoder's as ``layers.N.encoder_layer_scalar``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import DiffusionGemmaConfig, LayerSpec
+from ..kv_cache import KVCache
+from ..layers.attention import Attention
+from ..layers.moe import Experts, Router, gelu_tanh
+from ..layers.norms import RMSNorm
+from ..layers.rope import inverse_frequencies, rope_cos_sin
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, width, bias=False)
+        self.up_proj = nn.Linear(hidden, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    """Attention, then a dense MLP and a routed MoE in parallel (summed), Gemma-4 sandwich norms."""
+
+    def __init__(self, cfg: DiffusionGemmaConfig, spec: LayerSpec):
+        super().__init__()
+        d, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.spec = spec
+        self.self_attn = Attention(spec, d, cfg.num_attention_heads, eps)
+        for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                     "post_feedforward_layernorm", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
+                     "pre_feedforward_layernorm_2"):
+            setattr(self, name, RMSNorm(d, eps))
+        self.mlp = GatedMLP(d, cfg.intermediate_size)
+        self.router = Router(d, cfg.num_experts, cfg.top_k_experts, eps)
+        self.experts = Experts(cfg.num_experts, d, cfg.moe_intermediate_size)
+        self.layer_scalar = nn.Parameter(torch.ones(1), requires_grad=False)
+        self.encoder_layer_scalar = nn.Parameter(torch.ones(1), requires_grad=False)
+
+    def feed_forward(self, residual: torch.Tensor, attn_out: torch.Tensor, scalar: torch.Tensor) -> torch.Tensor:
+        h = residual + self.post_attention_layernorm(attn_out)
+        dense = self.post_feedforward_layernorm_1(self.mlp(self.pre_feedforward_layernorm(h)))
+        flat = h.reshape(-1, h.shape[-1])
+        weights, ids = self.router(flat)  # routed on the un-normalised residual
+        routed = self.experts(self.pre_feedforward_layernorm_2(flat), weights, ids).reshape(h.shape)
+        h = h + self.post_feedforward_layernorm(dense + self.post_feedforward_layernorm_2(routed))
+        return h * scalar
+
+
+class SelfConditioning(nn.Module):
+    """Adds a gated-MLP image of the previous step's soft embeddings to the canvas embeddings."""
+
+    def __init__(self, cfg: DiffusionGemmaConfig):
+        super().__init__()
+        self.eps = cfg.rms_norm_eps
+        self.pre_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, with_scale=False)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, embeds_BCD: torch.Tensor, soft_BCD: torch.Tensor | None) -> torch.Tensor:
+        if soft_BCD is not None:  # with no signal the MLP of zeros is exactly zero: skip it
+            n = self.pre_norm(soft_BCD)
+            embeds_BCD = embeds_BCD + self.down_proj(gelu_tanh(self.gate_proj(n)) * self.up_proj(n))
+        return self.post_norm(embeds_BCD)
+
+
+class DiffusionGemmaModel(nn.Module):
+    def __init__(self, cfg: DiffusionGemmaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(Layer(cfg, spec) for spec in cfg.layers)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_conditioning = SelfConditioning(cfg)
+        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self._rope_keys = sorted({(s.kind, s.head_dim) for s in cfg.layers})
+        self.reset_rope(None)
+
+    def reset_rope(self, device: torch.device | str | None = "cpu") -> None:
+        """(Re)compute the rotary inverse frequencies, e.g. after building the model on the meta device."""
+        for kind, dim in self._rope_keys:
+            freq = inverse_frequencies(self.cfg.rope[kind], dim)
+            freq = freq if device is None else freq.to(device)
+            self.register_buffer(f"inv_freq_{kind}_{dim}", freq, persistent=False)
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        # The scale is rounded to the weight dtype first, as the reference does (sqrt(2816) in bf16 is 53.0).
+        scale = torch.tensor(self.cfg.embed_scale, dtype=self.dtype, device=ids.device)
+        return F.embedding(ids, self.embed_tokens.weight) * scale
+
+    def _rope(self, positions_BT: torch.Tensor) -> dict:
+        return {(kind, dim): rope_cos_sin(getattr(self, f"inv_freq_{kind}_{dim}"), positions_BT, self.dtype)
+                for kind, dim in self._rope_keys}
+
+    def _key_start(self, spec: LayerSpec, first_query_slot: int) -> int:
+        """First cache slot a layer's queries can see: everything for full layers; for sliding layers the last
+        ``W - 1`` slots before the first query (the window the reference cache keeps)."""
+        if not spec.is_sliding:
+            return 0
+        return max(0, first_query_slot - (self.cfg.sliding_window - 1))
+
+    # ----------------------------------------------------------------------------------------------- encoder
+    @torch.no_grad()
+    def encode(self, ids_BT: torch.Tensor, cache: KVCache) -> None:
+        """Run the causal encoder over ``ids_BT`` placed at cache slots ``[cache.length, cache.length + T)`` and
+        write every layer's K/V there. Only the cache is produced (the encoder's outputs are not used), so the
+        last layer's feed-forward is skipped."""
+        start, t = cache.length, ids_BT.shape[1]
+        end = start + t
+        device = ids_BT.device
+        q_slots = torch.arange(start, end, device=device)
+        pos = (q_slots[None, :] - cache.pad[:, None]).clamp_min(0)
+        rope = self._rope(pos)
+        x = self.embed(ids_BT)
+        masks = {}
+        for i, layer in enumerate(self.layers):
+            spec = layer.spec
+            lo = self._key_start(spec, start)
+            if (spec.is_sliding, lo) not in masks:
+                k_slots = torch.arange(lo, end, device=device)
+                allowed = (k_slots[None, None, :] >= cache.pad[:, None, None]) & (k_slots[None, None, :] <= q_slots[None, :, None])
+                if spec.is_sliding:
+                    allowed &= (q_slots[None, :, None] - k_slots[None, None, :]) < self.cfg.sliding_window
+                allowed |= k_slots[None, None, :] == q_slots[None, :, None]  # pad queries see themselves: no NaN
+                masks[(spec.is_sliding, lo)] = allowed[:, None]
+            cos, sin = rope[(spec.kind, spec.head_dim)]
+            h = layer.input_layernorm(x)
+            q, k, v = layer.self_attn.qkv(h, cos, sin)
+            cache.write(i, k, v, start)
+            k_all, v_all = cache.read(i, lo, end)
+            attn = layer.self_attn.attend(q, k_all, v_all, masks[(spec.is_sliding, lo)])
+            if i + 1 < len(self.layers):
+                x = layer.feed_forward(x, attn, layer.encoder_layer_scalar)
+        cache.length = end
+
+    # ----------------------------------------------------------------------------------------------- decoder
+    @torch.no_grad()
+    def decode(self, canvas_BC: torch.Tensor, cache: KVCache, soft_BCD: torch.Tensor | None = None) -> torch.Tensor:
+        """Bidirectional pass over the canvas that follows the cached prefix; returns final-norm hidden states
+        ``[B, C, D]``. ``soft_BCD`` is the self-conditioning signal (``softmax(prev logits) @ E * sqrt(D)``)."""
+        b, c = canvas_BC.shape
+        t = cache.length
+        device = canvas_BC.device
+        pos = t + torch.arange(c, device=device)[None, :] - cache.pad[:, None]
+        rope = self._rope(pos)
+        x = self.self_conditioning(self.embed(canvas_BC), soft_BCD)
+        masks = {}
+        for i, layer in enumerate(self.layers):
+            spec = layer.spec
+            lo = self._key_start(spec, t)
+            if lo not in masks:
+                k_slots = torch.arange(lo, t, device=device)
+                cached_ok = k_slots[None, :] >= cache.pad[:, None]
+                masks[lo] = torch.cat([cached_ok, torch.ones(b, c, dtype=torch.bool, device=device)], 1)[:, None, None]
+            cos, sin = rope[(spec.kind, spec.head_dim)]
+            h = layer.input_layernorm(x)
+            q, k, v = layer.self_attn.qkv(h, cos, sin)
+            k_cached, v_cached = cache.read(i, lo, t)
+            attn = layer.self_attn.attend(q, torch.cat([k_cached, k], 2), torch.cat([v_cached, v], 2), masks[lo])
+            x = layer.feed_forward(x, attn, layer.layer_scalar)
+        return self.norm(x)
+
+    # ----------------------------------------------------------------------------------------------- outputs
+    def logits_into(self, hidden_ND: torch.Tensor, out_NV: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Write softcapped fp32 logits of ``hidden_ND`` into ``out_NV``, ``chunk`` rows at a time, so no second
+        full-vocabulary temporary exists beside ``out_NV``."""
+        cap = self.cfg.final_logit_softcapping
+        w = self.output_weight
+        for s in range(0, hidden_ND.shape[0], chunk):
+            block = out_NV[s:s + chunk]
+            block.copy_(F.linear(hidden_ND[s:s + chunk], w))
+            if cap is not None:
+                block.div_(cap).tanh_().mul_(cap)
+        return out_NV
+
+    def soft_embeddings(self, probs_NV: torch.Tensor) -> torch.Tensor:
+        """Self-conditioning input ``probs @ E * sqrt(D)`` in the model dtype, for a chunk of positions."""
+        scale = torch.tensor(self.cfg.embed_scale, dtype=self.dtype, device=probs_NV.device)
+        return (probs_NV.to(self.dtype) @ self.embed_tokens.weight) * scale

@@ -1,0 +1,79 @@
+"""DiffusionGemma's entropy-bounded renoising sampler, as batched tensor code.
+
+One denoising pass, for a batch of canvases (B rows, C positions, V vocabulary):
+
+1. logits are divided by the pass temperature (in place: the one fp32 ``[B, C, V]`` tensor of the step);
+2. per position, chunk by chunk: softmax, entropy, a sampled candidate (the row's own ``torch.Generator``),
+   the argmax, and the soft embedding ``softmax @ E * sqrt(D)`` that self-conditions the next pass;
+3. ``accept_and_renoise``: the lowest-entropy positions are accepted while their cumulative entropy less the
+   current one stays within ``entropy_bound``; every other position is re-drawn uniformly from the vocabulary.
+   Acceptance is recomputed over all positions each pass, which is what lets the model correct itself;
+4. ``StopTracker``: a row stops when its argmax canvas equals the previous ``stability_threshold`` argmaxes and
+   its mean entropy is below ``confidence_threshold``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def accept_and_renoise(entropy_BC: torch.Tensor, candidates_BC: torch.Tensor, noise_BC: torch.Tensor,
+                       entropy_bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns the next canvas (accepted candidates, noise elsewhere) and the accepted-position mask."""
+    sorted_BC, order_BC = torch.sort(entropy_BC, dim=-1, descending=False)
+    keep_sorted = torch.cumsum(sorted_BC, dim=-1) - sorted_BC <= entropy_bound
+    accepted_BC = torch.zeros_like(keep_sorted).scatter(-1, order_BC, keep_sorted)
+    return torch.where(accepted_BC, candidates_BC, noise_BC), accepted_BC
+
+
+class StopTracker:
+    """Stable-and-confident stopping, per row. ``history`` holds the last ``stability_threshold`` argmax canvases
+    (-1 before the first pass, so a row can never stop on its first pass when the threshold is positive)."""
+
+    def __init__(self, batch: int, canvas: int, stability_threshold: int, confidence_threshold: float, device):
+        self.confidence_threshold = confidence_threshold
+        self.history = torch.full((stability_threshold, batch, canvas), -1, dtype=torch.long, device=device)
+
+    def update(self, rows: torch.Tensor, argmax_BC: torch.Tensor, entropy_BC: torch.Tensor) -> torch.Tensor:
+        """Record this pass for ``rows`` (indices into the tracker's batch); returns their stop flags."""
+        if self.history.shape[0] == 0:
+            stable = torch.ones(rows.shape[0], dtype=torch.bool, device=argmax_BC.device)
+        else:
+            past = self.history[:, rows]
+            stable = (past == argmax_BC[None]).all(-1).all(0)
+            self.history[:, rows] = torch.cat([past[1:], argmax_BC[None]], 0)
+        return stable & (entropy_BC.mean(-1) < self.confidence_threshold)
+
+
+def position_chunk(vocab_size: int, budget_elems: int = 1 << 24) -> int:
+    """Positions handled at once per row, from the vocabulary size alone (never from the batch), so a row's
+    random draws are the same whatever batch it runs in. 2**24 fp32 elements = 64 MiB per temporary."""
+    return max(1, budget_elems // vocab_size)
+
+
+@torch.no_grad()
+def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[torch.Generator],
+                soft_embed, chunk: int):
+    """Steps 1-2 above. ``logits_BCV`` is scaled in place; ``soft_embed(probs_NV)`` maps probabilities to
+    self-conditioning embeddings. Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32)
+    and soft embeddings ``[B, C, D]``."""
+    b, c, _ = logits_BCV.shape
+    logits_BCV.div_(temperature)
+    device = logits_BCV.device
+    candidates = torch.empty(b, c, dtype=torch.long, device=device)
+    argmax = torch.empty(b, c, dtype=torch.long, device=device)
+    entropy = torch.empty(b, c, dtype=torch.float32, device=device)
+    soft = None
+    for row in range(b):
+        for s in range(0, c, chunk):
+            z = logits_BCV[row, s:s + chunk]
+            logp = torch.log_softmax(z, dim=-1)
+            p = logp.exp()
+            entropy[row, s:s + chunk] = -(p * logp).sum(-1)
+            candidates[row, s:s + chunk] = torch.multinomial(p, 1, generator=generators[row]).squeeze(-1)
+            argmax[row, s:s + chunk] = z.argmax(-1)
+            emb = soft_embed(p)
+            if soft is None:
+                soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
+            soft[row, s:s + chunk] = emb
+    return candidates, argmax, entropy, soft
