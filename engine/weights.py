@@ -67,6 +67,14 @@ def map_name(name: str) -> str | None:
     return "unexpected:" + name
 
 
+def checkpoint_name(target: str) -> str:
+    """The checkpoint name under which a parameter is stored (inverse of ``map_name``)."""
+    m = re.fullmatch(r"layers\.(\d+)\.encoder_layer_scalar", target)
+    if m:
+        return f"{_ENC}layers.{m.group(1)}.layer_scalar"
+    return target if target == "lm_head.weight" else _DEC + target
+
+
 def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device: torch.device | str) -> dict:
     """Fill ``model`` (its tensors may live on the meta device) from the checkpoint at ``path``.
 
@@ -106,7 +114,7 @@ def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device:
     problems = []
     for target, shape in expected.items():
         if target not in found:
-            problems.append(f"missing   {_DEC + target if 'encoder_layer_scalar' not in target else target}: expected {list(shape)}")
+            problems.append(f"missing   {checkpoint_name(target)}: expected {list(shape)}")
         elif shapes[found[target]] != shape:
             problems.append(f"bad shape {found[target][1]}: expected {list(shape)}, found {list(shapes[found[target]])}")
     problems += [f"unexpected {u}" for u in unexpected]
