@@ -109,6 +109,7 @@ class DiffusionEngine:
             model = DiffusionGemmaModel(cfg)
         report = load_weights(model, path, dtype, device)
         model.reset_rope(device)
+        model.fuse_projections()
         model.eval()
         tokenizer = Tokenizer(path) if (path / "tokenizer.json").is_file() else None
         engine = cls(model, tokenizer, name or cfg.name)

@@ -58,6 +58,14 @@ CONFIGS: dict[str, dict] = {
             layer_types=["full_attention", "sliding_attention", "full_attention"],
         ),
     ),
+    "bench": dict(  # the benchmark size (REFERENCE.md section 5): hidden 128, 6 layers, 8 experts top-2, canvas 32
+        canvas_length=32,
+        text=dict(
+            hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, global_head_dim=64, num_global_key_value_heads=1,
+            sliding_window=64, num_experts=8, top_k_experts=2, moe_intermediate_size=64, layer_types=None,
+        ),
+    ),
 }
 
 _TINY_VISION = dict(

@@ -29,7 +29,8 @@ def test_loads_config_weights_tokenizer_and_skips_vision_once(tiny_checkpoint, c
     assert cfg.canvas_length == 16 and cfg.vocab_size == 512
     assert [l.kind for l in cfg.layers] == ["sliding_attention", "full_attention"] * 2
     assert [(l.head_dim, l.num_kv_heads) for l in cfg.layers] == [(16, 2), (32, 1), (16, 2), (32, 1)]
-    assert engine.model.layers[1].self_attn.v_proj is None and engine.model.layers[0].self_attn.v_proj is not None
+    # K = V on full layers: no v_proj there (the fused projection holds q, k and, on sliding layers only, v)
+    assert len(engine.model.layers[1].self_attn._split) == 2 and len(engine.model.layers[0].self_attn._split) == 3
     # the encoder's own layer scalars are loaded, distinct from the decoder's
     assert not torch.equal(engine.model.layers[0].encoder_layer_scalar, engine.model.layers[0].layer_scalar)
     assert engine.tokenizer.decode(engine.tokenizer.encode("def f(x): return 'é'")) == "def f(x): return 'é'"

@@ -44,12 +44,17 @@ def test_canvas_logits_match_transformers(checkpoint_factory, name, with_self_co
     assert ours.shape == (3, engine.canvas_length, engine.config.vocab_size) and ours.dtype == torch.float32
     assert ours.abs().max() > 1.0  # not a degenerate model
 
+    singles = []
     for i, prompt in enumerate(prompts):  # each row alone, no padding in the reference
         with torch.no_grad():
-            want = ref(input_ids=torch.tensor([prompt]), decoder_input_ids=canvas[i:i + 1],
-                       self_conditioning_logits=None if self_cond is None else self_cond[i:i + 1]).logits[0]
-        torch.testing.assert_close(ours[i], want, atol=ATOL, rtol=0)
-    torch.testing.assert_close(ours, _reference_batched(ref, prompts, canvas, self_cond), atol=ATOL, rtol=0)
+            singles.append(ref(input_ids=torch.tensor([prompt]), decoder_input_ids=canvas[i:i + 1],
+                               self_conditioning_logits=None if self_cond is None else self_cond[i:i + 1]).logits[0])
+        torch.testing.assert_close(ours[i], singles[i], atol=ATOL, rtol=0)
+    # The reference's own left-padded batch shifts RoPE positions by the padding, which changes its fp32 rounding;
+    # ours (per-row positions) must be as close to it as the reference is to itself, and never beyond that noise.
+    batched = _reference_batched(ref, prompts, canvas, self_cond)
+    own_noise = (batched - torch.stack(singles)).abs().max().item()
+    torch.testing.assert_close(ours, batched, atol=max(ATOL, 2 * own_noise), rtol=0)
 
 
 def test_sharded_checkpoint_gives_the_same_logits(checkpoint_factory):

@@ -31,13 +31,36 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(d, eps)
         self.k_norm = RMSNorm(d, eps)
 
+        self.qkv_proj: nn.Linear | None = None
+
+    def fuse(self) -> None:
+        """Replace q/k(/v) projections by one matmul over their concatenated weights (same results, fewer
+        kernel launches); the separate modules are dropped so no weight is held twice."""
+        parts = [self.q_proj, self.k_proj] + ([self.v_proj] if self.v_proj is not None else [])
+        w = torch.cat([p.weight for p in parts], 0)
+        self.qkv_proj = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        self.qkv_proj.weight = nn.Parameter(w, requires_grad=False)
+        self._split = [p.weight.shape[0] for p in parts]
+        del self.q_proj, self.k_proj
+        if self.v_proj is not None:
+            del self.v_proj
+        self.v_proj = None
+
+    def _project(self, x_BTC: torch.Tensor):
+        if self.qkv_proj is None:
+            v = self.v_proj(x_BTC) if self.v_proj is not None else None
+            return self.q_proj(x_BTC), self.k_proj(x_BTC), v
+        out = self.qkv_proj(x_BTC).split(self._split, dim=-1)
+        return out[0], out[1], out[2] if len(out) == 3 else None
+
     def qkv(self, x_BTC: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Projected, normalised and rotated q ``[B,H,T,D]``, k and v ``[B,G,T,D]``."""
         b, t, _ = x_BTC.shape
         d = self.spec.head_dim
-        q = apply_rope(self.q_norm(self.q_proj(x_BTC).view(b, t, -1, d)), cos, sin)
-        k_raw = self.k_proj(x_BTC).view(b, t, -1, d)
-        v_raw = self.v_proj(x_BTC).view(b, t, -1, d) if self.v_proj is not None else k_raw
+        q_lin, k_lin, v_lin = self._project(x_BTC)
+        q = apply_rope(self.q_norm(q_lin.view(b, t, -1, d)), cos, sin)
+        k_raw = k_lin.view(b, t, -1, d)
+        v_raw = v_lin.view(b, t, -1, d) if v_lin is not None else k_raw
         k = apply_rope(self.k_norm(k_raw), cos, sin)
         v = rms_norm(v_raw, None, self.eps)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)

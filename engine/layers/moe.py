@@ -87,6 +87,7 @@ def experts_grouped(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     y = torch._grouped_mm((gelu_tanh(gate) * up).contiguous(), w2_EDI.transpose(1, 2), offs=offsets_E)
     y = y * weights_NK.reshape(-1)[order, None]
-    out_ND = torch.zeros_like(x_ND)
-    out_ND.index_add_(0, token_of_pair, y.to(out_ND.dtype))
-    return out_ND
+    # back to (token, slot) order, then sum each token's K expert outputs (no scatter-add)
+    unsorted = torch.empty_like(y)
+    unsorted[order] = y
+    return unsorted.view(n_tokens, k, -1).sum(1).to(x_ND.dtype)

@@ -28,9 +28,21 @@ class GatedMLP(nn.Module):
         self.gate_proj = nn.Linear(hidden, width, bias=False)
         self.up_proj = nn.Linear(hidden, width, bias=False)
         self.down_proj = nn.Linear(width, hidden, bias=False)
+        self.gate_up_proj: nn.Linear | None = None
+
+    def fuse(self) -> None:
+        """One matmul for gate and up (concatenated weights); the separate modules are dropped."""
+        w = torch.cat([self.gate_proj.weight, self.up_proj.weight], 0)
+        self.gate_up_proj = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
+        self.gate_up_proj.weight = nn.Parameter(w, requires_grad=False)
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(gelu_tanh(gate) * up)
 
 
 class Layer(nn.Module):
@@ -61,22 +73,17 @@ class Layer(nn.Module):
         return h * scalar
 
 
-class SelfConditioning(nn.Module):
+class SelfConditioning(GatedMLP):
     """Adds a gated-MLP image of the previous step's soft embeddings to the canvas embeddings."""
 
     def __init__(self, cfg: DiffusionGemmaConfig):
-        super().__init__()
-        self.eps = cfg.rms_norm_eps
+        super().__init__(cfg.hidden_size, cfg.intermediate_size)
         self.pre_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, with_scale=False)
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, embeds_BCD: torch.Tensor, soft_BCD: torch.Tensor | None) -> torch.Tensor:
         if soft_BCD is not None:  # with no signal the MLP of zeros is exactly zero: skip it
-            n = self.pre_norm(soft_BCD)
-            embeds_BCD = embeds_BCD + self.down_proj(gelu_tanh(self.gate_proj(n)) * self.up_proj(n))
+            embeds_BCD = embeds_BCD + super().forward(self.pre_norm(soft_BCD))
         return self.post_norm(embeds_BCD)
 
 
@@ -99,6 +106,13 @@ class DiffusionGemmaModel(nn.Module):
             freq = inverse_frequencies(self.cfg.rope[kind], dim)
             freq = freq if device is None else freq.to(device)
             self.register_buffer(f"inv_freq_{kind}_{dim}", freq, persistent=False)
+
+    def fuse_projections(self) -> None:
+        """After loading: fuse q/k/v and gate/up projections into single matmuls (inference only)."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        self.self_conditioning.fuse()
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -167,7 +181,7 @@ class DiffusionGemmaModel(nn.Module):
     @torch.no_grad()
     def decode(self, canvas_BC: torch.Tensor, cache: KVCache, soft_BCD: torch.Tensor | None = None) -> torch.Tensor:
         """Bidirectional pass over the canvas that follows the cached prefix; returns final-norm hidden states
-        ``[B, C, D]``. ``soft_BCD`` is the self-conditioning signal (``softmax(prev logits) @ E * sqrt(D)``)."""
+        ``[B, C, D]``. Needs ``C`` free slots after ``cache.length`` (scratch, never committed). ``soft_BCD`` is the self-conditioning signal (``softmax(prev logits) @ E * sqrt(D)``)."""
         b, c = canvas_BC.shape
         t = cache.length
         device = canvas_BC.device
@@ -185,8 +199,11 @@ class DiffusionGemmaModel(nn.Module):
             cos, sin = rope[(spec.kind, spec.head_dim)]
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.qkv(h, cos, sin)
-            k_cached, v_cached = cache.read(i, lo, t)
-            attn = layer.self_attn.attend(q, torch.cat([k_cached, k], 2), torch.cat([v_cached, v], 2), masks[lo])
+            # the canvas K/V go to the scratch slots right after the prefix (not committed: length is unchanged,
+            # the next commit overwrites them), so keys are one contiguous range and nothing is concatenated
+            cache.write(i, k, v, t)
+            k_all, v_all = cache.read(i, lo, t + c)
+            attn = layer.self_attn.attend(q, k_all, v_all, masks[lo])
             x = layer.feed_forward(x, attn, layer.layer_scalar)
         return self.norm(x)
 
@@ -198,7 +215,10 @@ class DiffusionGemmaModel(nn.Module):
         w = self.output_weight
         for s in range(0, hidden_ND.shape[0], chunk):
             block = out_NV[s:s + chunk]
-            block.copy_(F.linear(hidden_ND[s:s + chunk], w))
+            if w.dtype == out_NV.dtype:
+                torch.mm(hidden_ND[s:s + chunk], w.t(), out=block)
+            else:  # bf16/fp16 weights: the product is rounded to the weight dtype first, as in the reference
+                block.copy_(F.linear(hidden_ND[s:s + chunk], w))
             if cap is not None:
                 block.div_(cap).tanh_().mul_(cap)
         return out_NV

@@ -55,25 +55,35 @@ def position_chunk(vocab_size: int, budget_elems: int = 1 << 24) -> int:
 def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[torch.Generator],
                 soft_embed, chunk: int):
     """Steps 1-2 above. ``logits_BCV`` is scaled in place; ``soft_embed(probs_NV)`` maps probabilities to
-    self-conditioning embeddings. Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32)
-    and soft embeddings ``[B, C, D]``."""
-    b, c, _ = logits_BCV.shape
+    self-conditioning embeddings; ``chunk`` is how many positions' full-vocabulary temporaries may exist at once.
+    Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32) and soft embeddings ``[B, C, D]``.
+
+    When whole rows fit in ``chunk``, blocks of rows are processed together; otherwise each row is cut at fixed
+    position boundaries. Either way each row's sample is one ``multinomial`` call per fixed slice of that row,
+    with the row's generator, so its draws never depend on the batch around it.
+    """
+    b, c, v = logits_BCV.shape
     logits_BCV.div_(temperature)
     device = logits_BCV.device
     candidates = torch.empty(b, c, dtype=torch.long, device=device)
     argmax = torch.empty(b, c, dtype=torch.long, device=device)
     entropy = torch.empty(b, c, dtype=torch.float32, device=device)
     soft = None
-    for row in range(b):
-        for s in range(0, c, chunk):
-            z = logits_BCV[row, s:s + chunk]
-            logp = torch.log_softmax(z, dim=-1)
-            p = logp.exp()
-            entropy[row, s:s + chunk] = -(p * logp).sum(-1)
-            candidates[row, s:s + chunk] = torch.multinomial(p, 1, generator=generators[row]).squeeze(-1)
-            argmax[row, s:s + chunk] = z.argmax(-1)
-            emb = soft_embed(p)
-            if soft is None:
-                soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
-            soft[row, s:s + chunk] = emb
+    if chunk >= c:
+        rows_per_block = chunk // c
+        blocks = [(r, slice(0, c), min(rows_per_block, b - r)) for r in range(0, b, rows_per_block)]
+    else:
+        blocks = [(r, slice(s, min(s + chunk, c)), 1) for r in range(b) for s in range(0, c, chunk)]
+    for row, pos, n_rows in blocks:
+        z = logits_BCV[row:row + n_rows, pos]  # [n_rows, P, V]
+        logp = torch.log_softmax(z, dim=-1)
+        p = logp.exp()
+        entropy[row:row + n_rows, pos] = -(p * logp).sum(-1)
+        argmax[row:row + n_rows, pos] = z.argmax(-1)
+        emb = soft_embed(p.view(-1, v))
+        if soft is None:
+            soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
+        soft[row:row + n_rows, pos] = emb.view(n_rows, -1, emb.shape[-1])
+        for j in range(n_rows):
+            candidates[row + j, pos] = torch.multinomial(p[j], 1, generator=generators[row + j]).squeeze(-1)
     return candidates, argmax, entropy, soft

@@ -1,0 +1,85 @@
+"""Peak host memory of one denoising canvas against batch size, and how many fp32 ``[B, canvas, vocab]``
+tensors that peak amounts to.
+
+Each batch size runs in a fresh subprocess: load the engine, warm up at batch 1, then generate one canvas
+(fixed steps) and read the process's peak resident memory (``VmHWM``, reset just before) against its
+resident memory at that moment. With a large vocabulary the logits dominate, so ``peak_over_logits`` near 1 means one such tensor
+alive per step (plus chunk-sized temporaries); a naive sampler sits at 3-6.
+
+    python -m benchmarks.engine_memory --batch 1 8 32 --vocab 131072
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def _reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) to the current one."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def child(path: str, batch: int, steps: int) -> dict:
+    import torch
+
+    from engine import DiffusionEngine, SamplingParams
+
+    torch.set_num_threads(2)
+    engine = DiffusionEngine.from_pretrained(path, dtype=torch.float32)
+    c, v = engine.canvas_length, engine.config.vocab_size
+    params = SamplingParams(max_new_tokens=c, max_denoising_steps=steps, fixed_steps=True, ignore_eos=True)
+    engine.generate_ids([[5, 6, 7]], params)  # warm-up: allocator, kernels, first-use buffers
+    prompts = [[5 + i, 6, 7, 8] for i in range(batch)]
+    _reset_peak()
+    before = _status_bytes("VmRSS")
+    engine.generate_ids(prompts, params)
+    peak = _status_bytes("VmHWM")
+    logits = batch * c * v * 4
+    return {"batch": batch, "canvas": c, "vocab": v, "logits_bytes": logits, "peak_delta_bytes": peak - before,
+            "peak_over_logits": round((peak - before) / logits, 3)}
+
+
+def measure(batches: list[int], vocab: int = 131072, steps: int = 2, name: str = "base") -> list[dict]:
+    from tests.checkpoints import make_tiny_checkpoint
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        make_tiny_checkpoint(tmp, name, vocab_size=vocab, with_tokenizer=False)
+        for b in batches:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.engine_memory", "--child", tmp, "--batch", str(b),
+                                  "--steps", str(steps)], capture_output=True, text=True, check=True,
+                                 cwd=Path(__file__).resolve().parents[1])
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--vocab", type=int, default=131072, help="vocabulary of the tiny checkpoint")
+    ap.add_argument("--steps", type=int, default=2, help="denoising passes in the measured canvas")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.batch[0], args.steps)))
+        return
+    print(json.dumps({"benchmark": "engine_memory", "config": "tiny 'base' (hidden 64, 4 layers), canvas 16, fp32, CPU",
+                      "results": measure(args.batch, args.vocab, args.steps)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
