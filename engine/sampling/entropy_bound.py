@@ -45,9 +45,9 @@ class StopTracker:
         return stable & (entropy_BC.mean(-1) < self.confidence_threshold)
 
 
-def position_chunk(vocab_size: int, budget_elems: int = 1 << 24) -> int:
+def position_chunk(vocab_size: int, budget_elems: int = 1 << 22) -> int:
     """Positions handled at once per row, from the vocabulary size alone (never from the batch), so a row's
-    random draws are the same whatever batch it runs in. 2**24 fp32 elements = 64 MiB per temporary."""
+    random draws are the same whatever batch it runs in. 2**22 fp32 elements = 16 MiB per temporary."""
     return max(1, budget_elems // vocab_size)
 
 
