@@ -19,6 +19,7 @@ class KVCache:
         self.capacity = capacity
         self.length = 0
         self.pad = pad.to(device=device, dtype=torch.long)  # [B]
+        self.has_padding = bool(pad.max() > 0) if pad.numel() else False  # host-side: no device sync later
         self.k = [torch.zeros(batch, l.num_kv_heads, capacity, l.head_dim, dtype=dtype, device=device)
                   for l in cfg.layers]
         self.v = [torch.zeros_like(t) for t in self.k]
@@ -41,6 +42,7 @@ class KVCache:
         """A cache holding only ``rows`` (a copy of the filled slots), e.g. when finished rows leave the batch."""
         new = KVCache.__new__(KVCache)
         new.capacity, new.length, new.pad = self.capacity, self.length, self.pad[rows]
+        new.has_padding = self.has_padding  # conservative: a subset of padded rows may still need the mask
         new.k = [t.index_select(0, rows) for t in self.k]
         new.v = [t.index_select(0, rows) for t in self.v]
         return new

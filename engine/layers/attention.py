@@ -65,9 +65,10 @@ class Attention(nn.Module):
         v = rms_norm(v_raw, None, self.eps)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
-    def attend(self, q_BHTD, k_BGSD, v_BGSD, mask) -> torch.Tensor:
-        """Scaled-dot-product attention (scale 1.0, grouped KV heads); returns ``[B, T, hidden]``."""
-        out = F.scaled_dot_product_attention(q_BHTD, k_BGSD, v_BGSD, attn_mask=mask, scale=1.0,
+    def attend(self, q_BHTD, k_BGSD, v_BGSD, mask, is_causal: bool = False) -> torch.Tensor:
+        """Scaled-dot-product attention (scale 1.0, grouped KV heads); returns ``[B, T, hidden]``.
+        ``mask`` None with ``is_causal`` False attends everywhere; both let SDPA pick its fused kernels."""
+        out = F.scaled_dot_product_attention(q_BHTD, k_BGSD, v_BGSD, attn_mask=mask, scale=1.0, is_causal=is_causal,
                                              enable_gqa=k_BGSD.shape[1] != q_BHTD.shape[1])
         b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))

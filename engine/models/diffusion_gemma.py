@@ -160,7 +160,11 @@ class DiffusionGemmaModel(nn.Module):
         for i, layer in enumerate(self.layers):
             spec = layer.spec
             lo = self._key_start(spec, start)
-            if (spec.is_sliding, lo) not in masks:
+            # unpadded prefill that no window cuts: plain causal attention, no mask tensor (fused kernels)
+            plain_causal = not cache.has_padding and start == 0 and (not spec.is_sliding or end <= self.cfg.sliding_window)
+            if plain_causal:
+                masks[(spec.is_sliding, lo)] = None
+            elif (spec.is_sliding, lo) not in masks:
                 k_slots = torch.arange(lo, end, device=device)
                 allowed = (k_slots[None, None, :] >= cache.pad[:, None, None]) & (k_slots[None, None, :] <= q_slots[None, :, None])
                 if spec.is_sliding:
@@ -172,7 +176,7 @@ class DiffusionGemmaModel(nn.Module):
             q, k, v = layer.self_attn.qkv(h, cos, sin)
             cache.write(i, k, v, start)
             k_all, v_all = cache.read(i, lo, end)
-            attn = layer.self_attn.attend(q, k_all, v_all, masks[(spec.is_sliding, lo)])
+            attn = layer.self_attn.attend(q, k_all, v_all, masks[(spec.is_sliding, lo)], is_causal=plain_causal)
             if i + 1 < len(self.layers):
                 x = layer.feed_forward(x, attn, layer.encoder_layer_scalar)
         cache.length = end
@@ -192,7 +196,9 @@ class DiffusionGemmaModel(nn.Module):
         for i, layer in enumerate(self.layers):
             spec = layer.spec
             lo = self._key_start(spec, t)
-            if lo not in masks:
+            if not cache.has_padding:
+                masks[lo] = None  # every cached slot and every canvas position is visible
+            elif lo not in masks:
                 k_slots = torch.arange(lo, t, device=device)
                 cached_ok = k_slots[None, :] >= cache.pad[:, None]
                 masks[lo] = torch.cat([cached_ok, torch.ones(b, c, dtype=torch.bool, device=device)], 1)[:, None, None]
