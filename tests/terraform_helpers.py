@@ -6,6 +6,8 @@ filesystem mirror, and the AWS provider is pointed at a moto_server on the loopb
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -128,10 +130,16 @@ def _unquote(value: Any) -> Any:
 
 
 def parse_hcl(path: Path) -> dict[str, Any]:
+    """Parse an HCL file (cached on path and content: python-hcl2 is slow)."""
+    path = Path(path)
+    return copy.deepcopy(_parse_hcl_cached(str(path.resolve()), path.read_text()))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_hcl_cached(_path: str, text: str) -> dict[str, Any]:
     import hcl2
 
-    with open(path) as fh:
-        return _unquote(hcl2.load(fh))
+    return _unquote(hcl2.loads(text))
 
 
 def parse_config(directory: Path) -> dict[str, dict[str, Any]]:

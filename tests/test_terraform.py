@@ -13,7 +13,8 @@
   enforcing IAM.
 * stacks/aws is planned against moto with each example tfvars.
 
-Everything is skipped, with the reason printed (-ra), where terraform is not on PATH.
+Checks that need terraform are skipped, with the reason printed (-ra), where terraform is not on PATH;
+the HCL checks and checkov do not need it and run anyway.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ requires_terraform = pytest.mark.skipif(TF is None, reason="terraform not found 
 
 CONFIG_DIRS = tfh.config_dirs()
 CONFIG_IDS = [str(d.relative_to(tfh.TF_ROOT)) for d in CONFIG_DIRS]
-MODULE_DIRS = [d for d in CONFIG_DIRS if d.parent.name == "modules"]
 STACK_DIRS = [d for d in CONFIG_DIRS if d.parent.name == "stacks"]
 
 # Configurations whose providers are all in the offline mirror (hashicorp/aws) get init + validate;
@@ -145,10 +145,9 @@ def _code(directory: Path) -> str:
     return "\n".join(tfh.strip_comments(p.read_text()) for p in sorted(directory.glob("*.tf")))
 
 
-@pytest.mark.parametrize("config", CONFIG_DIRS, ids=CONFIG_IDS)
-def test_static_checks(config):
+def static_check(config: Path) -> None:
     """What `terraform validate` would catch for references, so configurations that cannot be
-    initialised offline (helm/kubernetes providers) are still checked."""
+    initialised offline (helm/kubernetes providers) are still checked. Raises AssertionError."""
     parsed = tfh.parse_config(config)
     code = _code(config)
 
@@ -182,6 +181,34 @@ def test_static_checks(config):
     for prefix in used:
         assert prefix in providers, f"{config}: uses {prefix}_* resources but does not require the {prefix} provider"
         assert providers[prefix]["source"] == f"hashicorp/{prefix}" and providers[prefix].get("version"), f"{config}: {prefix} needs source and version"
+
+
+@pytest.mark.parametrize("config", CONFIG_DIRS, ids=CONFIG_IDS)
+def test_static_checks(config):
+    static_check(config)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("name = var.namespace", "name = var.no_such_variable"), "var.no_such_variable is not declared"),
+        (("module.manifests.serve_ray_cluster", "module.manifests.no_such_output"), "no_such_output is not an output"),
+        (("  ray_version           = var.ray_version\n", "  ray_version           = var.ray_version\n  bogus_argument        = 1\n"), "undeclared arguments"),
+        (("kubernetes_config_map_v1.serve]", "kubernetes_config_map_v1.missing]"), "kubernetes_config_map_v1.missing is not declared"),
+    ],
+)
+def test_static_check_catches_mistakes(tmp_path, edit, message):
+    """The static check really fails on the mistakes it is meant to catch in parse-only configurations."""
+    modules = tmp_path / "modules"
+    for name in ("ray", "ray-manifests"):
+        shutil.copytree(tfh.TF_ROOT / "modules" / name, modules / name)
+    static_check(modules / "ray")
+    main = modules / "ray" / "main.tf"
+    old, new = edit
+    assert old in main.read_text(), old
+    main.write_text(main.read_text().replace(old, new, 1))
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        static_check(modules / "ray")
 
 
 @pytest.mark.parametrize("config", CONFIG_DIRS, ids=CONFIG_IDS)
@@ -496,7 +523,8 @@ def _checkov() -> Path:
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
         subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"checkov=={tfh.CHECKOV_VERSION}"],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--retries", "2", "--timeout", "60",
+             f"checkov=={tfh.CHECKOV_VERSION}"],
             check=True, capture_output=True, text=True, timeout=1200,
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
