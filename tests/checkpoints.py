@@ -145,6 +145,7 @@ def make_tiny_checkpoint(
     max_shard_size: str | None = None,
     dtype: torch.dtype = torch.float32,
     with_tokenizer: bool = True,
+    eos_scale: float = 1.0,
 ):
     """Write a tiny random DiffusionGemma checkpoint with transformers' ``save_pretrained``.
 
@@ -152,6 +153,8 @@ def make_tiny_checkpoint(
         path: directory to write into (created).
         name: one of ``CONFIGS``.
         max_shard_size: e.g. ``"40KB"`` to write shards plus ``model.safetensors.index.json``.
+        eos_scale: multiply the EOS embedding (tied output row) so rows end at EOS early and at varied
+            canvases, as real models do (used by the adaptive benchmark).
 
     Returns:
         The transformers model (eval mode, fp32) that was saved, for use as the numerical reference.
@@ -166,6 +169,9 @@ def make_tiny_checkpoint(
     torch.manual_seed(seed)
     model = DiffusionGemmaForBlockDiffusion(cfg).eval()
     _randomize(model, seed, embed_std)
+    if eos_scale != 1.0:
+        with torch.no_grad():
+            model.model.decoder.embed_tokens.weight[text.get("eos_token_id", 1)] *= eos_scale
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}

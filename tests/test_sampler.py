@@ -60,14 +60,25 @@ def test_per_step_decisions_equal_reference(entropy_bound):
     assert stops[-1] and not stops[0]  # the run covered both outcomes
 
 
-def test_candidates_are_multinomial_draws_from_the_row_generator():
+def test_candidates_are_categorical_draws_from_the_row_generator():
     v, c = 50, 10
     logits = torch.randn(2, c, v)
     ours = sample_pass(logits.clone(), 0.7, [torch.Generator().manual_seed(s) for s in (1, 2)], _soft_identity, 64)[0]
     probs = torch.softmax(logits / 0.7, -1)
-    for row, seed in enumerate((1, 2)):
-        want = torch.multinomial(probs[row], 1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+    for row, seed in enumerate((1, 2)):  # inverse CDF with the row's generator: first index whose cdf exceeds u
+        u = torch.rand(c, 1, generator=torch.Generator().manual_seed(seed))
+        want = (probs[row].cumsum(-1) <= u * probs[row].sum(-1, keepdim=True)).sum(-1)
         assert torch.equal(ours[row], want)
+
+
+def test_sampling_follows_the_distribution():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    logits = probs.log().expand(4000, 4).clone()[None]
+    draws = sample_pass(logits, 1.0, [g], _soft_identity, 4000)[0].flatten()
+    freq = torch.bincount(draws, minlength=4).float() / draws.numel()
+    assert freq[1] == 0  # a zero-probability token is never drawn
+    torch.testing.assert_close(freq, probs, atol=0.03, rtol=0)
 
 
 def test_temperature_schedule_matches_reference():

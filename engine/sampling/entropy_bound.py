@@ -3,7 +3,8 @@
 One denoising pass, for a batch of canvases (B rows, C positions, V vocabulary):
 
 1. logits are divided by the pass temperature (in place: the one fp32 ``[B, C, V]`` tensor of the step);
-2. per position, chunk by chunk: softmax, entropy, a sampled candidate (the row's own ``torch.Generator``),
+2. per position, chunk by chunk: softmax, entropy, a sampled candidate (inverse-CDF draw from the row's own
+   ``torch.Generator``),
    the argmax, and the soft embedding ``softmax @ E * sqrt(D)`` that self-conditions the next pass;
 3. ``accept_and_renoise``: the lowest-entropy positions are accepted while their cumulative entropy less the
    current one stays within ``entropy_bound``; every other position is re-drawn uniformly from the vocabulary.
@@ -51,6 +52,14 @@ def position_chunk(vocab_size: int, budget_elems: int = 1 << 22) -> int:
     return max(1, budget_elems // vocab_size)
 
 
+def inverse_cdf_sample(cdf_PV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One categorical draw per row of a cumulative distribution: the first index whose cdf exceeds a uniform
+    variate. One random number per position (``torch.multinomial`` draws one per vocabulary entry)."""
+    u = torch.rand(cdf_PV.shape[:-1] + (1,), generator=generator, device=cdf_PV.device, dtype=cdf_PV.dtype)
+    idx = torch.searchsorted(cdf_PV, u * cdf_PV[..., -1:], right=True)
+    return idx.squeeze(-1).clamp_(max=cdf_PV.shape[-1] - 1)
+
+
 @torch.no_grad()
 def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[torch.Generator],
                 soft_embed, chunk: int):
@@ -59,7 +68,7 @@ def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[t
     Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32) and soft embeddings ``[B, C, D]``.
 
     When whole rows fit in ``chunk``, blocks of rows are processed together; otherwise each row is cut at fixed
-    position boundaries. Either way each row's sample is one ``multinomial`` call per fixed slice of that row,
+    position boundaries. Either way each row's sample is one inverse-CDF draw per fixed slice of that row,
     with the row's generator, so its draws never depend on the batch around it.
     """
     b, c, v = logits_BCV.shape
@@ -84,6 +93,7 @@ def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[t
         if soft is None:
             soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
         soft[row:row + n_rows, pos] = emb.view(n_rows, -1, emb.shape[-1])
+        cdf = p.cumsum_(-1)  # p is not needed after this: reuse its memory
         for j in range(n_rows):
-            candidates[row + j, pos] = torch.multinomial(p[j], 1, generator=generators[row + j]).squeeze(-1)
+            candidates[row + j, pos] = inverse_cdf_sample(cdf[j], generators[row + j])
     return candidates, argmax, entropy, soft
