@@ -54,7 +54,7 @@ def child(path: str, batch: int, steps: int) -> dict:
 
 
 def measure(batches: list[int], vocab: int = 131072, steps: int = 2, name: str = "base") -> list[dict]:
-    from tests.checkpoints import make_tiny_checkpoint
+    from engine.demo import make_tiny_checkpoint
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,7 +44,7 @@ def _reference_tokens(sequences: torch.Tensor, prompt_len: int, eos: list[int]) 
 def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, mode: str = "fixed",
         config: str = "bench") -> dict:
     from engine import DiffusionEngine, SamplingParams
-    from tests.checkpoints import make_tiny_checkpoint
+    from engine.demo import make_tiny_checkpoint
 
     torch.set_num_threads(2)
     adaptive = mode == "adaptive"

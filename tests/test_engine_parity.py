@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import DiffusionEngine
-from tests.checkpoints import CONFIGS
+from engine.demo import CONFIGS
 
 ATOL = 1e-4
 
