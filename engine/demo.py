@@ -181,6 +181,6 @@ def make_tiny_checkpoint(
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.to(dtype).save_pretrained(path, **kwargs)
     model.float()
-    if with_tokenizer:
-        write_tokenizer(path, vocab_size)
+    if with_tokenizer:  # a tokenizer may cover fewer ids than the model's vocabulary (as real ones often do)
+        write_tokenizer(path, min(vocab_size, 4096))
     return model

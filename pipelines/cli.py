@@ -1,0 +1,177 @@
+"""The ``redraft`` command.
+
+Exit codes: 0 done; 1 the job failed or its error rows exceeded ``job.max_error_fraction``; 2 the config or the
+command line is invalid (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+
+from .config import ConfigError, describe_fields, load_config
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_CONFIG = 0, 1, 2
+
+RUN_EPILOG = """\
+config keys (YAML sections; any can be overridden with --set key.path=value):
+{fields}
+
+examples:
+  redraft run configs/demo.yaml
+  redraft run configs/nightly_rewrite.yaml --set sampling.seed=7 --set workers.batch_size=64
+  redraft run configs/demo.yaml --set output.path=/tmp/out2 --set job.resume=false
+  redraft run configs/demo.yaml --check        # validate the config and plan the input, generate nothing
+
+Output: one Parquet row per input row (id, status, error, output, num_output_tokens, num_passes,
+tokens_per_pass, seconds, model, sampling_hash) in OUTPUT/part-*.parquet, and OUTPUT/summary.json.
+Running the same command again after an interruption finishes the remaining rows only.
+Ray: connects to the cluster named by RAY_ADDRESS, else starts a local one.
+Exit codes: 0 done, 1 job failed or too many error rows, 2 invalid config."""
+
+
+def _fields_help() -> str:
+    lines = []
+    for key, default, desc in describe_fields():
+        if default == "(required)":
+            head = f"  {key} (required)"
+        else:
+            head = f"  {key}" + (f" (default {default})" if default not in ("", None) else "")
+        lines.append(head)
+        lines.extend(textwrap.wrap(desc, width=96, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 as well; keep the message short and helpful
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n(see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="redraft",
+        description="Rewrite or generate text in bulk with a diffusion language model (DiffusionGemma) on Ray. "
+                    "A job reads a corpus (Parquet or JSON Lines, local or S3), runs one engine per Ray actor, "
+                    "and writes exactly one output row per input row.",
+        epilog="Run 'redraft run --help' for every job config key. Quick start: 'redraft demo-checkpoint "
+               "checkpoints/tiny-diffusiongemma' then 'redraft run configs/demo.yaml'.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (redraft's own progress lines)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser(
+        "run", help="run (or resume) a bulk job from a YAML config",
+        description="Run a bulk job described by a YAML config. Rerunning the same config resumes: rows already "
+                    "written are kept and not generated again.",
+        epilog=RUN_EPILOG.format(fields=_fields_help()), formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("config", metavar="CONFIG.yaml", help="the job config (see the keys below)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override one config value; VALUE is read as YAML (numbers, true/false, null, [a, b]); "
+                          "repeatable, e.g. --set sampling.max_new_tokens=64")
+    run.add_argument("--check", action="store_true",
+                     help="validate the config, check the checkpoint and plan the input, then stop")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    demo = sub.add_parser(
+        "demo-checkpoint", help="write a tiny random DiffusionGemma checkpoint for the demo",
+        description="Write a tiny DiffusionGemma checkpoint with random weights in the real Hugging Face layout "
+                    "(config.json, model.safetensors, tokenizer.json). Its text is gibberish, but it runs every "
+                    "part of redraft, e.g. 'redraft run configs/demo.yaml'. Needs the dev extra (transformers).")
+    demo.add_argument("path", metavar="PATH", help="directory to write (created; must be empty or absent)")
+    demo.add_argument("--shape", default="base", help="model shape from engine.demo.CONFIGS (default: base)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    return parser
+
+
+def cmd_demo_checkpoint(args) -> int:
+    from pathlib import Path
+
+    from engine.demo import CONFIGS, make_tiny_checkpoint
+
+    path = Path(args.path)
+    if args.shape not in CONFIGS:
+        print(f"redraft: error: --shape: unknown shape {args.shape!r}; choose from {', '.join(CONFIGS)}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        print(f"redraft: error: {path} exists and is not an empty directory", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    try:
+        make_tiny_checkpoint(path, args.shape, seed=args.seed)
+    except ImportError as err:
+        print(f"redraft: error: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    print(f"wrote a tiny random '{args.shape}' DiffusionGemma checkpoint to {path}")
+    return EXIT_OK
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("redraft").setLevel(logging.INFO)
+
+
+def _check(cfg) -> int:
+    from .inputs import InputPlanError, make_shards, plan_inputs
+    from .run import JobError, check_checkpoint
+    from .storage import Location, StorageError
+
+    try:
+        check_checkpoint(cfg)
+        files = plan_inputs(Location.of(cfg.input.path, cfg.input.storage), cfg.input, cfg.output.rows_per_file)
+    except (JobError, InputPlanError) as err:
+        print(f"redraft: error: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except StorageError as err:
+        print(f"redraft: error: input.path: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    shards = make_shards(files, cfg.output.rows_per_file)
+    print(f"config ok: {sum(f.num_rows for f in files):,} rows in {len(files)} input files -> "
+          f"{len(shards)} output files under {cfg.output.path}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print("job config error: " + "\njob config error: ".join(err.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        return _check(cfg)
+
+    from .run import JobError, format_summary, run_job
+
+    try:
+        result = run_job(cfg)
+    except JobError as err:
+        print(f"redraft: error: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    except KeyboardInterrupt:
+        print("redraft: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        print(format_summary(result.summary))
+    if result.exit_code:
+        print(f"redraft: error: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    _configure_logging(args.verbose)
+    if args.command == "demo-checkpoint":
+        return cmd_demo_checkpoint(args)
+    return cmd_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""Input planning and reading: list the input files, count their rows, cut them into shards, and read shards
+as a Ray Data datasource.
+
+A shard is ``rows_per_file`` consecutive rows of one input file; it becomes exactly one output file, named
+from the file's number in the sorted listing and the shard's first row (``part-00003-000020000``). Shards are
+fixed by the input alone, so a rerun cuts the same shards and finds its own earlier output.
+
+Every row read gets a string id (the id column's value, or ``<file relative to the input root>:<row>``), its
+text (a string or null), and ``__input_error`` when the row cannot be used as it stands (not valid JSON, text
+not a string, no id); the worker turns those into error rows, so bad rows never stop the read.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .config import InputConfig
+from .storage import Location, StorageError
+
+PARQUET_EXT = (".parquet", ".pq")
+JSONL_EXT = (".jsonl", ".ndjson", ".json")
+READ_SCHEMA = pa.schema([
+    ("__id", pa.string()), ("__text", pa.string()), ("__input_error", pa.string()),
+    ("__shard", pa.string()), ("__row", pa.int64()),
+])
+_CHUNK = 1 << 20
+
+
+class InputPlanError(Exception):
+    """The input cannot be planned (nothing matches, unreadable, a configured column absent)."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file. ``offsets`` (JSON Lines only) holds the byte offset of every ``rows_per_file``-th row."""
+
+    index: int
+    path: str
+    name: str
+    format: str
+    size: int
+    num_rows: int
+    offsets: tuple[int, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputFile":
+        return cls(**{**data, "offsets": tuple(data.get("offsets", ()))})
+
+
+@dataclass(frozen=True)
+class Shard:
+    key: str
+    file: InputFile
+    start: int
+    end: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.end - self.start
+
+
+def shard_key(file_index: int, start: int) -> str:
+    return f"part-{file_index:05d}-{start:09d}"
+
+
+def make_shards(files: list[InputFile], rows_per_file: int) -> list[Shard]:
+    shards = []
+    for f in files:
+        for start in range(0, f.num_rows, rows_per_file):
+            shards.append(Shard(shard_key(f.index, start), f, start, min(start + rows_per_file, f.num_rows)))
+    return shards
+
+
+def shard_offset(shard: Shard, rows_per_file: int) -> int:
+    """Byte offset of a JSON Lines shard's first row (recorded when the file was counted)."""
+    return shard.file.offsets[shard.start // rows_per_file] if shard.file.offsets else 0
+
+
+# ------------------------------------------------------------------------------------------------ listing
+
+def _format_of(path: str, fmt: str) -> str | None:
+    lower = path.lower()
+    if fmt != "auto":
+        return fmt
+    if lower.endswith(PARQUET_EXT):
+        return "parquet"
+    if lower.endswith(JSONL_EXT):
+        return "jsonl"
+    return None
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.split("/"))
+
+
+def list_inputs(loc: Location, fmt: str) -> list[tuple[pafs.FileInfo, str, str]]:
+    """``(info, name, format)`` for every input file, sorted by path. ``name`` is relative to the input root."""
+    root = loc.root
+    is_glob = any(c in root for c in "*?[")
+    if is_glob:
+        base = root.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        infos, rel_base = loc.glob(root), base
+        if not infos:
+            raise InputPlanError(f"input.path: no files match {loc.uri}")
+    else:
+        info = loc.info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise InputPlanError(f"input.path: {loc.uri} does not exist")
+        if info.type == pafs.FileType.File:
+            fmt_one = _format_of(root, fmt)
+            if fmt_one is None:
+                raise InputPlanError(f"input.format: cannot tell the format of {loc.uri} from its extension; "
+                                     "set input.format to parquet or jsonl")
+            return [(info, posixpath.basename(root), fmt_one)]
+        infos, rel_base = loc.list_files(root), root
+    out = []
+    for info in infos:
+        rel = posixpath.relpath(info.path, rel_base) if rel_base else info.path
+        if _hidden(rel):
+            continue
+        # a glob picks its files, so an explicit format applies to all; in a folder the extension decides
+        f = fmt if (is_glob and fmt != "auto") else _format_of(info.path, "auto")
+        if f is None or fmt not in ("auto", f):
+            continue
+        out.append((info, rel, f))
+    if not out:
+        kinds = {"parquet": "Parquet", "jsonl": "JSON Lines", "auto": "Parquet or JSON Lines"}[fmt]
+        raise InputPlanError(f"input.path: no {kinds} files under {loc.uri}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ counting
+
+def iter_lines(stream):
+    """``(offset, line_bytes)`` for each line of a binary stream, without loading the file."""
+    offset, rest = 0, b""
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        data = rest + chunk
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            yield offset + start, data[start:nl]
+            start = nl + 1
+        offset += start
+        rest = data[start:]
+    if rest:
+        yield offset, rest
+
+
+def _count_parquet(loc: Location, path: str, cfg: InputConfig) -> int:
+    try:
+        with loc.fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            names = pf.schema_arrow.names
+            num_rows = pf.metadata.num_rows
+    except (OSError, pa.ArrowInvalid) as err:
+        raise InputPlanError(f"input.path: cannot read Parquet file {loc.display(path)}: {err}") from None
+    for key, col in (("text_column", cfg.text_column), ("id_column", cfg.id_column)):
+        if col is not None and col not in names:
+            raise InputPlanError(f"input.{key}: column {col!r} is not in {loc.display(path)} "
+                                 f"(columns: {', '.join(names)})")
+    return num_rows
+
+
+def _count_jsonl(loc: Location, path: str, rows_per_file: int) -> tuple[int, tuple[int, ...]]:
+    rows, offsets = 0, []
+    try:
+        with loc.fs.open_input_stream(path) as f:
+            for off, line in iter_lines(f):
+                if not line.strip():
+                    continue
+                if rows % rows_per_file == 0:
+                    offsets.append(off)
+                rows += 1
+    except OSError as err:
+        raise InputPlanError(f"input.path: cannot read {loc.display(path)}: {err}") from None
+    return rows, tuple(offsets)
+
+
+def _check_jsonl_columns(loc: Location, f: InputFile, cfg: InputConfig, sample: int = 100) -> None:
+    """Fail fast when no row among the first ``sample`` has the configured columns (a misspelt column)."""
+    seen: set[str] = set()
+    with loc.fs.open_input_stream(f.path) as stream:
+        n = 0
+        for _, line in iter_lines(stream):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                seen.update(obj)
+            n += 1
+            if n >= sample:
+                break
+    if not seen:
+        return
+    for key, col in (("text_column", cfg.text_column), ("id_column", cfg.id_column)):
+        if col is not None and col not in seen:
+            raise InputPlanError(f"input.{key}: no field {col!r} in the first rows of {loc.display(f.path)} "
+                                 f"(fields: {', '.join(sorted(seen))})")
+
+
+def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int,
+                previous: list[dict] | None = None) -> list[InputFile]:
+    """List and count the input files. Files unchanged (same path and size) since ``previous`` (a manifest's
+    file list) reuse its counts, so resuming does not rescan JSON Lines input."""
+    listed = list_inputs(loc, cfg.format)
+    known = {(p["path"], p["size"]): p for p in (previous or [])}
+
+    def count(item):
+        i, (info, name, fmt) = item
+        prev = known.get((info.path, info.size))
+        if prev is not None and prev["format"] == fmt:
+            return InputFile.from_dict({**prev, "index": i, "name": name})
+        if fmt == "parquet":
+            return InputFile(i, info.path, name, fmt, info.size, _count_parquet(loc, info.path, cfg))
+        rows, offsets = _count_jsonl(loc, info.path, rows_per_file)
+        return InputFile(i, info.path, name, fmt, info.size, rows, offsets)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        files = list(pool.map(count, enumerate(listed)))
+    jsonl = [f for f in files if f.format == "jsonl" and f.num_rows]
+    if jsonl and not previous:
+        _check_jsonl_columns(loc, jsonl[0], cfg)
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _id_of(value) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def _rows_table(shard: Shard, rows: list[int], ids: list, texts: list, errors: list) -> pa.Table:
+    return pa.table({
+        "__id": ids, "__text": texts, "__input_error": errors,
+        "__shard": [shard.key] * len(rows), "__row": rows,
+    }, schema=READ_SCHEMA)
+
+
+def _finish_row(shard: Shard, row: int, raw_id, has_id_col: bool, id_column: str | None):
+    """The row's id and an id-related error, if any."""
+    fallback = f"{shard.file.name}:{row}"
+    if not has_id_col:
+        return fallback, None
+    rid = _id_of(raw_id)
+    if rid is None:
+        return fallback, f"id column {id_column!r} is empty in this row (it was given the id {fallback!r})"
+    return rid, None
+
+
+def read_parquet_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int]) -> pa.Table:
+    cols = [cfg.text_column] + ([cfg.id_column] if cfg.id_column and cfg.id_column != cfg.text_column else [])
+    with loc.fs.open_input_file(shard.file.path) as f:
+        pf = pq.ParquetFile(f)
+        groups, first, seen = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if seen + n > shard.start and seen < shard.end:
+                groups.append(g)
+                first = seen if first is None else first
+            seen += n
+        table = pf.read_row_groups(groups, columns=cols) if groups else pf.schema_arrow.empty_table().select(cols)
+    table = table.slice(shard.start - (first or 0), shard.num_rows)
+    text_col = table.column(cfg.text_column)
+    text_type = text_col.type
+    if pa.types.is_dictionary(text_type):
+        text_col, text_type = text_col.cast(text_type.value_type), text_type.value_type
+    string_like = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or \
+        pa.types.is_string_view(text_type) or pa.types.is_null(text_type)
+    texts = text_col.cast(pa.string()).to_pylist() if string_like else [None] * table.num_rows
+    # a non-string text column makes every non-null row an error (null rows still say 'text is null')
+    type_errors = [None] * table.num_rows if string_like else [
+        f"text column {cfg.text_column!r} holds {text_type}, not strings" if v else None
+        for v in text_col.is_valid().to_pylist()]
+    raw_ids = table.column(cfg.id_column).to_pylist() if cfg.id_column else [None] * table.num_rows
+    rows, ids, out_texts, errors = [], [], [], []
+    for k in range(table.num_rows):
+        row = shard.start + k
+        if row in skip:
+            continue
+        rid, id_error = _finish_row(shard, row, raw_ids[k], cfg.id_column is not None, cfg.id_column)
+        rows.append(row)
+        ids.append(rid)
+        out_texts.append(texts[k])
+        errors.append(type_errors[k] or id_error)
+    return _rows_table(shard, rows, ids, out_texts, errors)
+
+
+def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int],
+                     offset: int) -> pa.Table:
+    rows, ids, texts, errors = [], [], [], []
+    row = shard.start
+    with loc.fs.open_input_file(shard.file.path) as f:
+        f.seek(offset)
+        for _, line in iter_lines(f):
+            if row >= shard.end:
+                break
+            if not line.strip():
+                continue
+            this, row = row, row + 1
+            if this in skip:
+                continue
+            text, raw_id, error = None, None, None
+            try:
+                obj = json.loads(line)
+            except UnicodeDecodeError:
+                obj, error = None, "line is not valid UTF-8"
+            except ValueError as err:
+                obj, error = None, f"line is not valid JSON ({err})"
+            if error is None and not isinstance(obj, dict):
+                error = f"line is a JSON {type(obj).__name__}, not an object"
+            elif error is None:
+                raw_id = obj.get(cfg.id_column) if cfg.id_column else None
+                value = obj.get(cfg.text_column)
+                if cfg.text_column not in obj:
+                    error = f"row has no field {cfg.text_column!r}"
+                elif value is not None and not isinstance(value, str):
+                    error = f"text field {cfg.text_column!r} holds a JSON {type(value).__name__}, not a string"
+                else:
+                    text = value
+            rid, id_error = _finish_row(shard, this, raw_id, cfg.id_column is not None, cfg.id_column)
+            rows.append(this)
+            ids.append(rid)
+            texts.append(text)
+            errors.append(error or id_error)
+    if row < shard.end:
+        raise StorageError(f"{loc.display(shard.file.path)} has fewer rows than when the job was planned "
+                           f"(expected {shard.end}, found {row}); the input changed during the job")
+    return _rows_table(shard, rows, ids, texts, errors)
+
+
+def read_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], rows_per_file: int) -> pa.Table:
+    if shard.file.format == "parquet":
+        return read_parquet_shard(loc, shard, cfg, skip)
+    return read_jsonl_shard(loc, shard, cfg, skip, shard_offset(shard, rows_per_file))
+
+
+def make_datasource(loc: Location, shards: list[Shard], cfg: InputConfig, done_rows: dict[str, set[int]],
+                    rows_per_file: int):
+    """A Ray Data datasource with one read task per shard, skipping rows already done."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class ShardDatasource(Datasource):
+        def get_name(self) -> str:
+            return "ReadCorpus"
+
+        def estimate_inmemory_data_size(self):
+            return sum(s.file.size * s.num_rows // max(s.file.num_rows, 1) for s in shards) or None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            tasks = []
+            for s in shards:
+                skip = frozenset(done_rows.get(s.key, ()))
+                size = s.file.size * s.num_rows // max(s.file.num_rows, 1)
+                meta = BlockMetadata(num_rows=s.num_rows - len(skip), size_bytes=int(size), exec_stats=None,
+                                     input_files=[loc.display(s.file.path)])
+
+                def read(s=s, skip=skip):
+                    return [read_shard(loc, s, cfg, skip, rows_per_file)]
+
+                tasks.append(ReadTask(read, meta, schema=READ_SCHEMA, per_task_row_limit=per_task_row_limit))
+            return tasks
+
+    return ShardDatasource()

@@ -1,0 +1,193 @@
+"""Local and S3 paths behind one pyarrow filesystem interface, plus the few file operations the job needs.
+
+``Location`` pairs a filesystem with a root path inside it; it pickles (Ray ships it to read tasks, workers and
+compaction tasks). Writes are atomic: on S3 an object appears only when its upload completes; on local disks
+a file is written under a hidden temporary name and renamed, so a killed job leaves whole files or none.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .config import StorageConfig
+
+TMP_MARK = ".tmp-"
+
+
+class StorageError(Exception):
+    """A path cannot be listed, read or written; the message names the path and the cause."""
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """Shell-style glob as a regex: ``*`` and ``?`` stay within a folder, ``**/`` spans any folders."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def is_s3(path: str) -> bool:
+    return path.startswith(("s3://", "s3a://"))
+
+
+def make_filesystem(path: str, storage: StorageConfig | None) -> pafs.FileSystem:
+    if not is_s3(path):
+        return pafs.LocalFileSystem()
+    storage = storage or StorageConfig()
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs: dict = {"region": region, "anonymous": storage.anonymous}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        if not host:  # 'host:port' without a scheme
+            scheme, host = "https", endpoint
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    if storage.access_key_id is not None and storage.secret_access_key is not None:
+        kwargs.update(access_key=storage.access_key_id, secret_key=storage.secret_access_key.get_secret_value())
+        if storage.session_token is not None:
+            kwargs["session_token"] = storage.session_token.get_secret_value()
+    return pafs.S3FileSystem(**kwargs)
+
+
+def strip_scheme(path: str) -> str:
+    if is_s3(path):
+        return path.split("://", 1)[1].rstrip("/")
+    return os.path.abspath(os.path.expanduser(path)).rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A root path on a filesystem. ``uri`` is what the user wrote (for messages)."""
+
+    fs: pafs.FileSystem
+    root: str
+    uri: str
+
+    @classmethod
+    def of(cls, uri: str, storage: StorageConfig | None) -> "Location":
+        return cls(make_filesystem(uri, storage), strip_scheme(uri), uri.rstrip("/"))
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def display(self, path: str) -> str:
+        """A filesystem path as the user would write it."""
+        if self.uri.startswith(("s3://", "s3a://")):
+            return f"s3://{path}"
+        return path
+
+    # ----------------------------------------------------------------------------------------- queries
+    def info(self, path: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(path)
+        except OSError as err:
+            raise StorageError(f"cannot access {self.display(path)}: {err}") from None
+
+    def list_files(self, path: str, recursive: bool = True) -> list[pafs.FileInfo]:
+        """Plain files under ``path`` (sorted by path); none when it does not exist."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=recursive, allow_not_found=True))
+        except OSError as err:
+            raise StorageError(f"cannot list {self.display(path)}: {err}") from None
+        return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+    def glob(self, pattern: str) -> list[pafs.FileInfo]:
+        """Files matching a glob (``*``, ``?``, ``[...]``; ``**`` crosses folders)."""
+        parts = pattern.split("/")
+        fixed = []
+        for part in parts:
+            if any(c in part for c in "*?["):
+                break
+            fixed.append(part)
+        base = "/".join(fixed) or "/"
+        regex = glob_regex(pattern)
+        return [i for i in self.list_files(base, recursive=True) if regex.fullmatch(i.path)]
+
+    # ----------------------------------------------------------------------------------------- reads
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except OSError as err:
+            raise StorageError(f"cannot read {self.display(path)}: {err}") from None
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        try:
+            with self.fs.open_input_file(path) as f:
+                return pq.read_table(f, columns=columns)
+        except OSError as err:
+            raise StorageError(f"cannot read {self.display(path)}: {err}") from None
+
+    # ----------------------------------------------------------------------------------------- writes
+    def _atomic(self, path: str, write) -> None:
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        target = path
+        if local:
+            target = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}{TMP_MARK}{uuid.uuid4().hex}")
+        try:
+            if local:
+                self.fs.create_dir(posixpath.dirname(path), recursive=True)
+            with self.fs.open_output_stream(target) as out:
+                write(out)
+            if local:
+                self.fs.move(target, path)
+        except OSError as err:
+            if local:
+                try:
+                    self.fs.delete_file(target)
+                except OSError:
+                    pass
+            raise StorageError(f"cannot write {self.display(path)}: {err}") from None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        self._atomic(path, lambda out: out.write(data))
+
+    def write_parquet(self, path: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(path, buf.getvalue())
+
+    def delete_file(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StorageError(f"cannot delete {self.display(path)}: {err}") from None
+
+    def delete_dir(self, path: str) -> None:
+        try:
+            if self.info(path).type == pafs.FileType.Directory:
+                self.fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            raise StorageError(f"cannot delete {self.display(path)}: {err}") from None

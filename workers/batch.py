@@ -1,0 +1,160 @@
+"""The callable class Ray Data's ``map_batches`` runs: one ``DiffusionEngine`` per actor, rows in, rows out.
+
+Row contract: every input row is answered by exactly one output row, in the same order, carrying its id and
+position (``__shard``, ``__row``). Bad rows (null, empty, non-string, too long, a generation that raises) become
+``status='error'`` rows with a message; only a broken engine (it cannot be loaded) raises.
+
+Input columns (see ``pipelines.inputs.READ_SCHEMA``): ``__id``, ``__text``, ``__input_error``, ``__shard``,
+``__row``. Output columns: ``OUTPUT_SCHEMA`` plus ``__shard`` and ``__row``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),            # "ok" | "error"
+    pa.field("error", pa.string()),                              # message, null when ok
+    pa.field("output", pa.string()),                             # generated text, null on error
+    pa.field("num_output_tokens", pa.int64(), nullable=False),   # 0 on error
+    pa.field("num_passes", pa.int64(), nullable=False),          # denoising passes spent on the row
+    pa.field("tokens_per_pass", pa.float64(), nullable=False),
+    pa.field("seconds", pa.float64(), nullable=False),           # engine time until the row finished
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("sampling_hash", pa.string(), nullable=False),      # SamplingParams.digest()
+])
+INTERNAL_FIELDS = [pa.field("__shard", pa.string()), pa.field("__row", pa.int64())]
+STAGED_SCHEMA = pa.schema(list(OUTPUT_SCHEMA) + INTERNAL_FIELDS)
+
+
+def row_seed(base_seed: int, row_id: str) -> int:
+    """The seed of one row: fixed by the job's seed and the row's id, so neither batching nor resuming changes
+    a row's output."""
+    digest = hashlib.sha256(f"{base_seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_threads: int | None = None):
+    """Load the redraft engine for one actor. ``device='auto'``: CUDA when this actor was given a GPU."""
+    import torch
+
+    from engine import DiffusionEngine
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    if device == "cpu" and num_threads:
+        torch.set_num_threads(num_threads)
+    return DiffusionEngine.from_pretrained(checkpoint, device=device, dtype=dtype)
+
+
+class RedraftBatchWorker:
+    """Holds one engine; ``__call__`` answers a batch of rows.
+
+    Args:
+        checkpoint: local checkpoint directory.
+        task: a ``pipelines.tasks.Task`` (prepare / prompt_tokens / generate / output).
+        params: the engine's ``SamplingParams``.
+        device, dtype: as in the job config (``auto`` resolved here, on the actor).
+        max_input_chars: rows with longer text become error rows.
+        num_threads: torch threads on CPU (the actor's CPU share).
+        engine_loader: ``(checkpoint, device, dtype, num_threads) -> engine``; tests pass a fake.
+    """
+
+    def __init__(self, checkpoint: str, task, params, device: str = "auto", dtype: str = "auto",
+                 max_input_chars: int = 20_000, num_threads: int | None = None, engine_loader=None):
+        loader = engine_loader or load_engine
+        self.engine = loader(checkpoint, device, dtype, num_threads)
+        self.task = task
+        self.params = params
+        self.max_input_chars = max_input_chars
+        self.model = str(self.engine.model_name)
+        self.sampling_hash = params.digest()
+
+    # ------------------------------------------------------------------------------------------- rows
+    def _check(self, text, input_error) -> tuple[str | None, str | None]:
+        """``(prompt, None)`` for a usable row, ``(None, message)`` for a bad one."""
+        if input_error:
+            return None, input_error
+        if text is None:
+            return None, "text is null"
+        if not isinstance(text, str):
+            return None, f"text is a {type(text).__name__}, not a string"
+        if not text.strip():
+            return None, "text is empty"
+        if len(text) > self.max_input_chars:
+            return None, f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
+        try:
+            prompt = self.task.prepare(text)
+        except ValueError as err:
+            return None, str(err)
+        try:
+            n = self.task.prompt_tokens(self.engine, prompt)
+        except Exception as err:  # noqa: BLE001 - a tokenizer failure is this row's problem
+            return None, f"cannot tokenize the prompt: {type(err).__name__}: {err}"
+        limit = self.engine.max_prompt_tokens
+        if n > limit:
+            return None, f"prompt has {n} tokens; the model takes at most {limit}"
+        return prompt, None
+
+    def _generate(self, prompts: list[str], seeds: list[int]) -> list:
+        """One ``GenerationResult`` or error message per prompt. A failing batch is retried row by row, so only
+        the rows that fail on their own become error rows."""
+        try:
+            results = self.task.generate(self.engine, prompts, self.params, seeds)
+            if len(results) != len(prompts):
+                raise RuntimeError(f"engine answered {len(results)} of {len(prompts)} prompts")
+            return list(results)
+        except Exception as err:  # noqa: BLE001
+            if len(prompts) == 1:
+                return [f"generation failed: {type(err).__name__}: {err}"]
+            logger.warning("batch of %d failed (%s: %s); retrying row by row", len(prompts), type(err).__name__, err)
+        return [self._generate([p], [s])[0] for p, s in zip(prompts, seeds)]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        ids = batch.column("__id").to_pylist()
+        texts = batch.column("__text").to_pylist()
+        input_errors = batch.column("__input_error").to_pylist()
+        answers: list = [None] * len(ids)  # GenerationResult or error message
+        todo, prompts = [], []
+        for i, (text, input_error) in enumerate(zip(texts, input_errors)):
+            prompt, error = self._check(text, input_error)
+            if error is not None:
+                answers[i] = error
+            else:
+                todo.append(i)
+                prompts.append(prompt)
+        if todo:
+            seeds = [row_seed(self.params.seed, ids[i]) for i in todo]
+            for i, answer in zip(todo, self._generate(prompts, seeds)):
+                answers[i] = answer
+        out = self._assemble(ids, answers)
+        out = out.append_column(INTERNAL_FIELDS[0], batch.column("__shard").cast(pa.string()))
+        out = out.append_column(INTERNAL_FIELDS[1], batch.column("__row").cast(pa.int64()))
+        logger.debug("answered %d rows in %.2fs", len(ids), time.perf_counter() - started)
+        return out
+
+    def _assemble(self, ids: list[str], answers: list) -> pa.Table:
+        cols: dict[str, list] = {f.name: [] for f in OUTPUT_SCHEMA}
+        for rid, ans in zip(ids, answers):
+            ok = not isinstance(ans, str)
+            cols["id"].append(rid)
+            cols["status"].append("ok" if ok else "error")
+            cols["error"].append(None if ok else ans)
+            cols["output"].append(self.task.output(ans) if ok else None)
+            cols["num_output_tokens"].append(len(ans.token_ids) if ok else 0)
+            cols["num_passes"].append(int(ans.num_passes) if ok else 0)
+            cols["tokens_per_pass"].append(float(ans.tokens_per_pass) if ok else 0.0)
+            cols["seconds"].append(float(ans.seconds) if ok else 0.0)
+            cols["model"].append(self.model)
+            cols["sampling_hash"].append(self.sampling_hash)
+        return pa.table(cols, schema=OUTPUT_SCHEMA)
