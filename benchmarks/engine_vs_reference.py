@@ -42,14 +42,15 @@ def _reference_tokens(sequences: torch.Tensor, prompt_len: int, eos: list[int]) 
 
 
 def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, mode: str = "fixed",
-        config: str = "bench") -> dict:
+        vocab: int = 32768, config: str = "bench") -> dict:
     from engine import DiffusionEngine, SamplingParams
     from engine.demo import make_tiny_checkpoint
 
     torch.set_num_threads(2)
     adaptive = mode == "adaptive"
     with tempfile.TemporaryDirectory() as tmp:
-        ref = make_tiny_checkpoint(tmp, config, **({"embed_std": 4.0, "eos_scale": 1.0} if adaptive else {}))
+        ref = make_tiny_checkpoint(tmp, config, vocab_size=vocab,
+                                   **({"embed_std": 4.0, "eos_scale": 1.0} if adaptive else {}))
         engine = DiffusionEngine.from_pretrained(tmp, dtype=torch.float32)
     # a real document as the prompt (bulk rewriting prompts are documents, not one-liners)
     source = Path(json.__file__).read_text()
@@ -88,7 +89,8 @@ def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, 
                         "ours_tok_s": round(ours_rate, 1), "reference_tok_s": round(ref_rate, 1),
                         "ratio": round(ours_rate / ref_rate, 2),
                         "ours_passes_per_row": round(sum(r.num_passes for r in ours_out["r"]) / b, 1)})
-    return {"benchmark": "engine_vs_reference", "mode": mode, "config": config, "dtype": "float32", "device": "cpu",
+    return {"benchmark": "engine_vs_reference", "mode": mode, "config": config, "vocab": vocab, "dtype": "float32",
+            "device": "cpu",
             "threads": torch.get_num_threads(), "denoising_steps": steps, "new_tokens": new_tokens,
             "prompt_tokens": len(base_ids),
             "results": results}
@@ -102,9 +104,12 @@ def main(argv=None):
     ap.add_argument("--prompt-tokens", type=int, default=256, help="prompt length (a Python source file)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the best is kept")
     ap.add_argument("--mode", choices=["fixed", "adaptive", "both"], default="both")
+    ap.add_argument("--vocab", type=int, default=32768,
+                    help="vocabulary of the tiny checkpoint (DiffusionGemma's is 262144)")
     args = ap.parse_args(argv)
     modes = ["fixed", "adaptive"] if args.mode == "both" else [args.mode]
-    out = [run(args.batch, args.steps, args.new_tokens, args.repeats, args.prompt_tokens, m) for m in modes]
+    out = [run(args.batch, args.steps, args.new_tokens, args.repeats, args.prompt_tokens, m, args.vocab)
+           for m in modes]
     print(json.dumps(out if len(out) > 1 else out[0], indent=2))
 
 
