@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("path", metavar="PATH", help="directory to write (created; must be empty or absent)")
     demo.add_argument("--shape", default="base", help="model shape from engine.demo.CONFIGS (default: base)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    srv = sub.add_parser(
+        "serve", help="serve the model over OpenAI-compatible HTTP on Ray Serve",
+        description="Start a Ray Serve app (127.0.0.1:8000 by default) with /v1/completions, /v1/chat/completions, "
+                    "/v1/models and /v1/edits. Ray: RAY_ADDRESS, else a local cluster. See workers/README_SERVE.md.")
+    srv.add_argument("config", metavar="CONFIG.yaml", help="the Serve config, e.g. configs/serve.yaml")
+    srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override one config value, e.g. --set http.port=8001")
     return parser
 
 
@@ -170,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if args.command == "demo-checkpoint":
         return cmd_demo_checkpoint(args)
+    if args.command == "serve":
+        from workers.serve import serve_command
+
+        return serve_command(args.config, args.overrides)
     return cmd_run(args)
 
 

@@ -1,0 +1,158 @@
+"""The Serve app end to end: deployed on the session's local Ray, called with the official ``openai`` client and
+with plain HTTP (``requests``)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.serve_fixtures import API_KEY, MODEL, deploy, ray_cluster, serve_app, serve_config  # noqa: F401
+
+openai = pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def client(serve_app):  # noqa: F811
+    return openai.OpenAI(base_url=serve_app + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _post(url, path, **body):
+    return requests.post(url + path, json=body, timeout=120)
+
+
+def test_models(client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_completion_is_seeded_and_within_budget(client):
+    first = client.completions.create(model=MODEL, prompt="def parse(text):", max_tokens=12, seed=3)
+    again = client.completions.create(model=MODEL, prompt="def parse(text):", max_tokens=12, seed=3)
+    choice = first.choices[0]
+    assert choice.text == again.choices[0].text
+    assert choice.finish_reason in ("stop", "length")
+    assert 0 < first.usage.completion_tokens <= 12
+    assert first.usage.prompt_tokens > 0
+    assert choice.model_extra["redraft"]["num_passes"] >= 1
+
+
+def test_completion_with_suffix(client):
+    plain = client.completions.create(model=MODEL, prompt="x = [1, 2, ", max_tokens=8, seed=1)
+    infill = client.completions.create(model=MODEL, prompt="x = [1, 2, ", suffix="]\nprint(x)", max_tokens=8,
+                                       seed=1)
+    assert infill.choices[0].finish_reason in ("stop", "length")
+    assert infill.usage.prompt_tokens > plain.usage.prompt_tokens  # the suffix conditions the completion
+
+
+def test_chat(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}],
+        max_tokens=10, seed=2)
+    msg = reply.choices[0].message
+    assert msg.role == "assistant" and isinstance(msg.content, str)
+    assert reply.usage.completion_tokens <= 10
+
+
+def test_streaming_matches_the_plain_answer(client):
+    kw = dict(model=MODEL, prompt="while True:", max_tokens=40, seed=4, temperature=0.7)
+    whole = client.completions.create(**kw)
+    chunks = list(client.completions.create(stream=True, **kw))
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+
+
+def test_chat_streaming_with_drafts_and_usage(client):
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Write a loop."}], max_tokens=24, seed=6)
+    whole = client.chat.completions.create(**kw)
+    stream = client.chat.completions.create(stream=True, stream_options={"include_usage": True},
+                                            extra_body={"include_drafts": True}, **kw)
+    chunks = list(stream)
+    usage = chunks[-1]
+    assert usage.choices == [] and usage.usage.completion_tokens == whole.usage.completion_tokens
+    deltas = [c.choices[0].delta.content or "" for c in chunks[:-1]]
+    assert "".join(deltas) == whole.choices[0].message.content
+    drafts = [c.choices[0].model_extra.get("draft") for c in chunks[:-1]]
+    drafts = [d for d in drafts if d is not None]
+    assert len(drafts) == chunks[-2].choices[0].model_extra["redraft"]["num_passes"]
+
+
+def test_concurrent_requests_share_batches_and_keep_their_answers(client):
+    prompts = [f"def handler_{i}(event):" for i in range(6)]
+    alone = [client.completions.create(model=MODEL, prompt=p, max_tokens=16, seed=i).choices[0].text
+             for i, p in enumerate(prompts)]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda ip: client.completions.create(
+            model=MODEL, prompt=ip[1], max_tokens=16, seed=ip[0]).choices[0].text, enumerate(prompts)))
+    assert together == alone
+
+
+def test_edits_keep_text_outside_spans(serve_app):  # noqa: F811
+    doc = "The cat sat on the mat. It was happy. The end."
+    spans = [[4, 7], [24, 37], [46, 46]]
+    r = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=spans, instruction="Make it a dog.", seed=1)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    new, new_spans = body["document"], body["spans"]
+    assert body["choices"][0]["text"] == new
+    # every byte outside the spans is where the new spans say it is
+    old_cursor = new_cursor = 0
+    for (s, e), (ns, ne) in zip(spans, new_spans):
+        assert new[new_cursor:ns] == doc[old_cursor:s]
+        old_cursor, new_cursor = e, ne
+    assert new[new_cursor:] == doc[old_cursor:]
+    assert body["usage"]["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "gpt-4", "prompt": "x"}, 404, "model"),
+    ({"model": MODEL}, 400, "prompt"),
+    ({"model": MODEL, "prompt": "x", "max_tokens": 65}, 400, "max_tokens"),
+    ({"model": MODEL, "prompt": "x", "temperature": -1}, 400, "temperature"),
+])
+def test_completion_errors(serve_app, body, status, param):  # noqa: F811
+    r = requests.post(serve_app + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+
+
+def test_errors_through_the_openai_client(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.completions.create(model="nope", prompt="x")
+    assert err.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=10_000)
+    assert err.value.body["param"] == "max_tokens"
+
+
+def test_body_over_limit_and_bad_spans(serve_app):  # noqa: F811
+    r = requests.post(serve_app + "/v1/completions", json={"model": MODEL, "prompt": "x" * 5000}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = _post(serve_app, "/v1/edits", model=MODEL, document="abc", spans=[[1, 2], [0, 3]])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "spans"
+    r = _post(serve_app, "/v1/edits", model=MODEL, document="abc", spans=[[0, 9]])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "spans"
+    r = requests.post(serve_app + "/v1/chat/completions", data=b"{nope", timeout=60)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_bearer_token(ray_cluster, tiny_checkpoint):  # noqa: F811
+    from ray import serve
+
+    url = deploy("redraft-secure", "/secure", serve_config(tiny_checkpoint, model_name="redraft-secure"),
+                 api_key=API_KEY)
+    try:
+        r = requests.get(url + "/v1/models", timeout=60)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = requests.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}, timeout=60)
+        assert r.status_code == 401
+        good = openai.OpenAI(base_url=url + "/v1", api_key=API_KEY, max_retries=0)
+        out = good.completions.create(model="redraft-secure", prompt="x = ", max_tokens=4, seed=0)
+        assert out.usage.completion_tokens <= 4
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+    finally:
+        serve.delete("redraft-secure")

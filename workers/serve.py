@@ -1,0 +1,347 @@
+"""redraft on Ray Serve: one engine per replica behind OpenAI's HTTP conventions.
+
+Routes: ``POST /v1/completions`` (``prompt``, ``suffix``, ``max_tokens``, ``temperature``, ``seed``, ``stop``,
+``stream``), ``POST /v1/chat/completions``, ``GET /v1/models`` and ``POST /v1/edits`` (``document``, ``spans``,
+``instruction``: the text outside the spans is returned unchanged). Errors use OpenAI's error shape and name the
+request field at fault (``workers.openai_protocol``).
+
+Scheduling: requests that arrive together are batched by ``@serve.batch``; the batch is then generated canvas by
+canvas (``workers.serve_generation``) so every canvas commit can be streamed, and rows with the same sampling
+settings share each denoising pass. Configuration: ``ServeConfig`` (``configs/serve.yaml``).
+"""
+
+# No 'from __future__ import annotations': FastAPI must see the route signatures' real types through Serve's
+# ingress wrapper.
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from .metrics import metric_tags, record_generation, set_queue_depth
+from .openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
+from .serve_config import ServeConfig
+from .serve_generation import Row, generate_rows
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "redraft"
+DEPLOYMENT_NAME = "RedraftServer"
+# Infilling without a clamped canvas: the suffix conditions the completion through the prompt. The engine's
+# bidirectional infill (canvas clamped on both sides) arrives with span editing; see workers/README_SERVE.md.
+SUFFIX_TEMPLATE = "Text after the gap:\n{suffix}\n\nText before the gap:\n{prompt}"
+INSERT_DEFAULT_TOKENS = 16  # tokens generated for an empty edit span (an insertion) without max_tokens
+
+api = FastAPI(title="redraft", description="OpenAI-compatible text generation with a diffusion language model.")
+
+
+@api.exception_handler(APIError)
+async def _api_error(_request: Request, err: APIError):
+    return JSONResponse(err.body(), status_code=err.status)
+
+
+def key_digest(api_key: str | None) -> str | None:
+    """What a replica keeps of the bearer token: its SHA-256 (the token itself never enters Serve's config)."""
+    return hashlib.sha256(api_key.encode()).hexdigest() if api_key else None
+
+
+def _sse(data) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class RedraftServer:
+    """One replica: the engine, a dynamic batcher and the OpenAI routes.
+
+    Args:
+        config: ``ServeConfig.model_dump()`` (checkpoint path already absolute).
+        api_key_sha256: the bearer token's SHA-256, or None when no token is required.
+    """
+
+    def __init__(self, config: dict, api_key_sha256: str | None = None):
+        from .batch import load_engine
+
+        self.cfg = ServeConfig.model_validate(config)
+        dep, eng = self.cfg.deployment, self.cfg.engine
+        threads = max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None
+        self.engine = load_engine(eng.checkpoint, eng.device, eng.dtype, threads)
+        self.key_sha256 = api_key_sha256
+        self.tags = metric_tags(deployment=DEPLOYMENT_NAME, model=self.cfg.model_name)
+        self.waiting = 0
+        self._run_batch.set_max_batch_size(dep.max_batch_size)
+        self._run_batch.set_batch_wait_timeout_s(dep.batch_wait_timeout_s)
+        set_queue_depth(0, self.tags)
+
+    # ------------------------------------------------------------------------------------------- batching
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _run_batch(self, works: list[list[Row]]) -> list[list[Row]]:
+        self.waiting -= len(works)
+        set_queue_depth(self.waiting, self.tags)
+        rows = [row for work in works for row in work]
+        await asyncio.to_thread(generate_rows, self.engine, rows, self.tags)
+        ok = [row.result() for row in rows if row.error is None]
+        record_generation(ok, self.tags, errors=sum(row.error is not None for row in rows), engine_batch=False)
+        return works
+
+    async def _submit(self, rows: list[Row]) -> list[Row]:
+        self.waiting += 1
+        set_queue_depth(self.waiting, self.tags)
+        return await self._run_batch(rows)
+
+    # ------------------------------------------------------------------------------------------- request checks
+    async def _body(self, request: Request) -> bytes:
+        if self.key_sha256 is not None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key_digest(token.strip()) or "",
+                                                                    self.key_sha256):
+                raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                               code="invalid_api_key")
+        limit = self.cfg.http.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"the request body is {declared} bytes; this server takes at most {limit} "
+                                f"(http.max_body_bytes)", code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise APIError(413, f"the request body is over {limit} bytes (http.max_body_bytes)",
+                               code="request_too_large")
+        return bytes(body)
+
+    def _check_model(self, model: str) -> None:
+        if model != self.cfg.model_name:
+            raise APIError(404, f"model {model!r} does not exist; this server has {self.cfg.model_name!r}",
+                           param="model", code="model_not_found")
+
+    def _budget(self, max_tokens: int | None) -> int:
+        limit = self.cfg.http.max_tokens_limit
+        if max_tokens is None:
+            return min(self.cfg.sampling.max_new_tokens, limit)
+        if max_tokens > limit:
+            raise APIError(400, f"max_tokens: {max_tokens} is over this server's limit of {limit}",
+                           param="max_tokens")
+        return max_tokens
+
+    def _params(self, req, max_new_tokens: int):
+        """The request's ``SamplingParams``: the server's defaults, its budget and seed, its temperature scale."""
+        from engine import SamplingParams
+
+        base = self.cfg.sampling.model_dump()
+        if req.temperature is not None:  # OpenAI's temperature scales the schedule; 0 means (nearly) greedy
+            scale = max(req.temperature, 1e-3)
+            base["t_max"], base["t_min"] = base["t_max"] * scale, base["t_min"] * scale
+        base["max_new_tokens"] = max_new_tokens
+        base["seed"] = req.seed if req.seed is not None else secrets.randbits(63)
+        return SamplingParams(**base)
+
+    def _encode(self, text: str, param: str) -> list[int]:
+        ids = self.engine.tokenizer.encode(text)
+        if len(ids) > self.engine.max_prompt_tokens:
+            raise APIError(400, f"{param}: the prompt has {len(ids)} tokens; this model takes at most "
+                                f"{self.engine.max_prompt_tokens}", param=param, code="context_length_exceeded")
+        return ids
+
+    # ------------------------------------------------------------------------------------------- routes
+    @api.get("/v1/models")
+    async def models(self, request: Request):
+        await self._body(request)
+        return {"object": "list", "data": [{"id": self.cfg.model_name, "object": "model", "created": 0,
+                                            "owned_by": "redraft"}]}
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request):
+        req = parse_request(CompletionRequest, await self._body(request))
+        self._check_model(req.model)
+        params = self._params(req, self._budget(req.max_tokens))
+        texts = req.prompts()
+        if req.suffix:
+            texts = [SUFFIX_TEMPLATE.format(suffix=req.suffix, prompt=t) for t in texts]
+        rows = [Row(self._encode(t, "prompt"), params, stop=req.stop, drafts=req.include_drafts) for t in texts]
+        return await self._answer(req, rows, chat=False)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        req = parse_request(ChatCompletionRequest, await self._body(request))
+        self._check_model(req.model)
+        params = self._params(req, self._budget(req.max_tokens))
+        try:
+            text = self.engine.apply_chat_template([m.model_dump() for m in req.messages])
+        except Exception as err:  # noqa: BLE001 - the template rejected the conversation
+            raise APIError(400, f"messages: the chat template rejected them: {err}", param="messages") from None
+        rows = [Row(self._encode(text, "messages"), params, stop=req.stop, drafts=req.include_drafts)]
+        return await self._answer(req, rows, chat=True)
+
+    @api.post("/v1/edits")
+    async def edits(self, request: Request):
+        req = parse_request(EditRequest, await self._body(request))
+        self._check_model(req.model)
+        budget = self._budget(req.max_tokens)
+        tok, doc = self.engine.tokenizer, req.document
+        head = f"{req.instruction.strip()}\n\n" if req.instruction and req.instruction.strip() else ""
+        rows = []
+        for start, end in req.spans:
+            span_tokens = len(tok.encode(doc[start:end], add_bos=False)) if end > start else INSERT_DEFAULT_TOKENS
+            tokens = budget if req.max_tokens is not None else max(1, min(budget, span_tokens))
+            # the instruction, then as much of the text before the span as fits (the nearest text matters most)
+            ids = tok.encode(head)
+            context = tok.encode(doc[:start], add_bos=False)
+            room = self.engine.max_prompt_tokens - len(ids)
+            if room <= 0:
+                raise APIError(400, f"instruction: {len(ids)} tokens leave no room for the document (the model "
+                                    f"takes {self.engine.max_prompt_tokens})", param="instruction")
+            ids += context[max(0, len(context) - room):]
+            rows.append(Row(ids, self._params(req, tokens), stop=req.stop))
+        await self._generate(rows)
+        new_doc, new_spans, cursor, offset = [], [], 0, 0
+        for (start, end), row in zip(req.spans, rows):
+            new_doc.append(doc[cursor:start])
+            offset += start - cursor
+            new_spans.append([offset, offset + len(row.text)])
+            new_doc.append(row.text)
+            offset += len(row.text)
+            cursor = end
+        new_doc.append(doc[cursor:])
+        document = "".join(new_doc)
+        return {"object": "edit", "created": int(time.time()), "model": self.cfg.model_name,
+                "document": document, "spans": new_spans, "choices": [{"index": 0, "text": document}],
+                "usage": self._usage(rows)}
+
+    # ------------------------------------------------------------------------------------------- answers
+    async def _generate(self, rows: list[Row]) -> None:
+        await self._submit(rows)
+        failed = [row for row in rows if row.error is not None]
+        if failed:
+            raise APIError(500, f"generation failed: {failed[0].error}", type_="server_error")
+
+    @staticmethod
+    def _usage(rows: list[Row]) -> dict:
+        prompt = sum(len(r.prompt_ids) for r in rows)
+        completion = sum(len(r.tokens) for r in rows)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def _answer(self, req, rows: list[Row], chat: bool):
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+                "model": self.cfg.model_name}
+        if req.stream:
+            return StreamingResponse(self._stream(req, rows, chat, head), media_type="text/event-stream")
+        await self._generate(rows)
+        choices = []
+        for i, row in enumerate(rows):
+            choice = {"index": i, "finish_reason": row.finish, "redraft": row.stats()}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": row.text}
+            else:
+                choice.update(text=row.text, logprobs=None)
+            choices.append(choice)
+        return {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices,
+                "usage": self._usage(rows)}
+
+    async def _stream(self, req, rows: list[Row], chat: bool, head: dict):
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        for i, row in enumerate(rows):
+            row.emit = lambda event, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(i: int, text: str, finish: str | None = None, **extra) -> dict:
+            choice = {"index": i, "finish_reason": finish, **extra}
+            if chat:
+                choice["delta"] = {"role": "assistant", "content": text} if text or not finish else {}
+            else:
+                choice.update(text=text, logprobs=None)
+            return {**head, "object": obj, "choices": [choice]}
+
+        task = asyncio.ensure_future(self._submit(rows))
+        task.add_done_callback(lambda _t: queue.put_nowait(None))
+        try:
+            while (item := await queue.get()) is not None:
+                i, event = item
+                if event["kind"] == "commit" and event["delta"]:
+                    yield _sse(chunk(i, event["delta"]))
+                elif event["kind"] == "draft":
+                    yield _sse(chunk(i, "", draft=event["text"], canvas=event["canvas"], **{"pass": event["pass"]}))
+            if task.exception() is not None:
+                raise task.exception()
+            for i, row in enumerate(rows):
+                if row.error is not None:
+                    yield _sse(APIError(500, f"generation failed: {row.error}", type_="server_error").body())
+                    continue
+                yield _sse(chunk(i, "", row.finish, redraft=row.stats()))
+            if req.stream_options is not None and req.stream_options.include_usage:
+                yield _sse({**head, "object": obj, "choices": [], "usage": self._usage(rows)})
+            yield _sse("[DONE]")
+        finally:
+            if not task.done():  # the client went away: stop generating for it at the next canvas
+                for row in rows:
+                    row.cancelled = True
+
+
+# --------------------------------------------------------------------------------------------- starting
+
+def build_app(cfg: ServeConfig, api_key: str | None = None):
+    """The bound Serve application for ``cfg`` (replicas, autoscaling and resources from ``cfg.deployment``)."""
+    dep = cfg.deployment
+    options = {"ray_actor_options": {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus},
+               "max_ongoing_requests": dep.max_ongoing_requests}
+    if dep.autoscaling is not None:
+        options["autoscaling_config"] = dep.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = dep.num_replicas
+    data = cfg.model_dump()
+    data["engine"]["checkpoint"] = str(Path(cfg.engine.checkpoint).resolve())
+    return RedraftServer.options(**options).bind(data, key_digest(api_key))
+
+
+def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: bool = True):
+    """Check ``cfg`` (checkpoint present, safe bind), then start Serve's HTTP proxy and deploy the app.
+
+    Connects to the Ray cluster named by ``RAY_ADDRESS`` or starts a local one when Ray is not initialised.
+    Returns the deployment handle (``blocking=True`` serves until interrupted instead).
+
+    Raises:
+        ServeConfigError: the checkpoint is missing or the bind is unsafe.
+    """
+    import ray
+
+    env = os.environ if env is None else env
+    api_key = env.get(cfg.http.api_key_env) or None
+    cfg.check_bind(api_key_set=api_key is not None)
+    cfg.check_checkpoint()
+    if not ray.is_initialized():
+        ray.init(address=env.get("RAY_ADDRESS") or None)
+    if start_http:
+        serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
+    return serve.run(build_app(cfg, api_key), name=APP_NAME, route_prefix="/", blocking=blocking)
+
+
+def serve_command(config_path: str, overrides: list[str] | None = None) -> int:
+    """``redraft serve CONFIG.yaml [--set key=value ...]``: serve until interrupted. Returns the exit code
+    (2: the config is invalid, the checkpoint is missing or the bind is unsafe; nothing was started)."""
+    import sys
+
+    from .serve_config import ServeConfigError, load_serve_config
+
+    try:
+        cfg = load_serve_config(config_path, overrides)
+        cfg.check_bind(api_key_set=bool(os.environ.get(cfg.http.api_key_env)))
+        cfg.check_checkpoint()
+    except ServeConfigError as err:
+        print(f"redraft serve: {config_path}:\n  " + "\n  ".join(err.problems), file=sys.stderr)
+        return 2
+    print(f"redraft serve: model {cfg.model_name!r} on http://{cfg.http.host}:{cfg.http.port}/v1 (Ctrl-C stops)",
+          file=sys.stderr)
+    try:
+        start(cfg, blocking=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
