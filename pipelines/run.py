@@ -259,7 +259,7 @@ def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
         fn_constructor_kwargs=dict(
             checkpoint=str(Path(cfg.engine.checkpoint).expanduser().resolve()), task=task, params=params,
             device=cfg.engine.device, dtype=cfg.engine.dtype, max_input_chars=cfg.task.max_input_chars,
-            num_threads=max(1, int(res["num_cpus"]))),
+            num_threads=max(1, int(res["num_cpus"])), job_name=cfg.job.name),
         compute=pool, num_gpus=res["num_gpus"], num_cpus=res["num_cpus"],
         max_restarts=cfg.workers.max_restarts, max_task_retries=cfg.workers.max_task_retries,
         udf_modifying_row_count=False)

@@ -16,6 +16,8 @@ import time
 
 import pyarrow as pa
 
+from workers.metrics import metric_tags, record_generation
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_SCHEMA = pa.schema([
@@ -67,10 +69,12 @@ class RedraftBatchWorker:
         max_input_chars: rows with longer text become error rows.
         num_threads: torch threads on CPU (the actor's CPU share).
         engine_loader: ``(checkpoint, device, dtype, num_threads) -> engine``; tests pass a fake.
+        job_name: tags this worker's Ray metrics (``redraft_*``), with the model name.
     """
 
     def __init__(self, checkpoint: str, task, params, device: str = "auto", dtype: str = "auto",
-                 max_input_chars: int = 20_000, num_threads: int | None = None, engine_loader=None):
+                 max_input_chars: int = 20_000, num_threads: int | None = None, engine_loader=None,
+                 job_name: str = ""):
         loader = engine_loader or load_engine
         self.engine = loader(checkpoint, device, dtype, num_threads)
         self.task = task
@@ -78,6 +82,7 @@ class RedraftBatchWorker:
         self.max_input_chars = max_input_chars
         self.model = str(self.engine.model_name)
         self.sampling_hash = params.digest()
+        self.metric_tags = metric_tags(job=job_name, model=self.model)
 
     # ------------------------------------------------------------------------------------------- rows
     def _check(self, text, input_error) -> tuple[str | None, str | None]:
@@ -137,6 +142,8 @@ class RedraftBatchWorker:
             seeds = [row_seed(self.params.seed, ids[i]) for i in todo]
             for i, answer in zip(todo, self._generate(prompts, seeds)):
                 answers[i] = answer
+        ok = [a for a in answers if not isinstance(a, str)]
+        record_generation(ok, self.metric_tags, errors=len(answers) - len(ok))
         out = self._assemble(ids, answers)
         out = out.append_column(INTERNAL_FIELDS[0], batch.column("__shard").cast(pa.string()))
         out = out.append_column(INTERNAL_FIELDS[1], batch.column("__row").cast(pa.int64()))
