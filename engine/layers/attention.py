@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LayerSpec
+from .fuse import fused_linear
 from .norms import RMSNorm, rms_norm
 from .rope import apply_rope
 
@@ -37,9 +38,7 @@ class Attention(nn.Module):
         """Replace q/k(/v) projections by one matmul over their concatenated weights (same results, fewer
         kernel launches); the separate modules are dropped so no weight is held twice."""
         parts = [self.q_proj, self.k_proj] + ([self.v_proj] if self.v_proj is not None else [])
-        w = torch.cat([p.weight for p in parts], 0)
-        self.qkv_proj = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
-        self.qkv_proj.weight = nn.Parameter(w, requires_grad=False)
+        self.qkv_proj = fused_linear(*parts)
         self._split = [p.weight.shape[0] for p in parts]
         del self.q_proj, self.k_proj
         if self.v_proj is not None:

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import DiffusionGemmaConfig, LayerSpec
 from ..kv_cache import KVCache
 from ..layers.attention import Attention
+from ..layers.fuse import fused_linear
 from ..layers.moe import Experts, Router, gelu_tanh
 from ..layers.norms import RMSNorm
 from ..layers.rope import inverse_frequencies, rope_cos_sin
@@ -32,9 +33,7 @@ class GatedMLP(nn.Module):
 
     def fuse(self) -> None:
         """One matmul for gate and up (concatenated weights); the separate modules are dropped."""
-        w = torch.cat([self.gate_proj.weight, self.up_proj.weight], 0)
-        self.gate_up_proj = nn.Linear(w.shape[1], w.shape[0], bias=False, device="meta")
-        self.gate_up_proj.weight = nn.Parameter(w, requires_grad=False)
+        self.gate_up_proj = fused_linear(self.gate_proj, self.up_proj)
         del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
