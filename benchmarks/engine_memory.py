@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,9 +61,12 @@ def measure(batches: list[int], vocab: int = 131072, steps: int = 2, name: str =
     with tempfile.TemporaryDirectory() as tmp:
         make_tiny_checkpoint(tmp, name, vocab_size=vocab, with_tokenizer=False)
         for b in batches:
+            # glibc: serve every allocation over 1 MiB from its own mapping, returned on free, so the resident
+            # set tracks the live tensors instead of heap arenas that keep freed memory (which made runs vary)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
             out = subprocess.run([sys.executable, "-m", "benchmarks.engine_memory", "--child", tmp, "--batch", str(b),
                                   "--steps", str(steps)], capture_output=True, text=True, check=True,
-                                 cwd=Path(__file__).resolve().parents[1])
+                                 cwd=Path(__file__).resolve().parents[1], env=env)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
 
