@@ -1,9 +1,10 @@
 """redraft's inference engine for DiffusionGemma: pure PyTorch, no Ray."""
 
 from .config import DiffusionGemmaConfig
-from .engine import DiffusionEngine, GenerationResult
+from .engine import CanvasResult, DiffusionEngine, GenerationResult
+from .scheduler import FREE
 from .errors import CheckpointError, EngineError, InputError
 from .sampling.params import SamplingParams
 
-__all__ = ["DiffusionEngine", "DiffusionGemmaConfig", "GenerationResult", "SamplingParams", "EngineError",
-           "CheckpointError", "InputError"]
+__all__ = ["CanvasResult", "FREE", "DiffusionEngine", "DiffusionGemmaConfig", "GenerationResult", "SamplingParams",
+           "EngineError", "CheckpointError", "InputError"]

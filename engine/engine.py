@@ -12,8 +12,6 @@ comes from that row's own ``torch.Generator``, so a (prompt, seed) pair gives th
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,8 @@ from .config import DiffusionGemmaConfig
 from .errors import CheckpointError, InputError
 from .kv_cache import KVCache
 from .models.diffusion_gemma import DiffusionGemmaModel
-from .sampling.entropy_bound import StopTracker, accept_and_renoise, position_chunk, sample_pass
+from .scheduler import FREE, Scheduler, plan_clamped, plan_generation
+from .sampling.entropy_bound import position_chunk
 from .sampling.params import SamplingParams
 from .tokenizer import Tokenizer
 from .weights import load_weights
@@ -55,6 +54,29 @@ class GenerationResult:
     tokens_per_pass: float
     seconds: float
     finish_reason: str
+    num_self_corrections: int = 0
+
+
+@dataclass
+class CanvasResult:
+    """What one clamped layout became (``DiffusionEngine.denoise_canvases``).
+
+    Attributes:
+        token_ids: the final tokens, one per layout position; clamped positions equal the layout.
+        free_ids: the tokens at the free positions, in order.
+        num_canvases: canvases denoised for this row.
+        num_passes: decoder passes spent on this row.
+        tokens_per_pass: free positions per pass.
+        seconds: wall time from the start of the call until this row finished.
+        num_self_corrections: free positions accepted on one pass and renoised on the next.
+    """
+
+    token_ids: list[int]
+    free_ids: list[int]
+    num_canvases: int
+    num_passes: int
+    tokens_per_pass: float
+    seconds: float
     num_self_corrections: int = 0
 
 
@@ -171,13 +193,13 @@ class DiffusionEngine:
 
     # ------------------------------------------------------------------------------------------- token level
     def _prefill(self, rows: list[list[int]], extra_slots: int) -> KVCache:
-        """Left-pad the prompts to one length, encode them into a fresh cache with room for ``extra_slots``."""
+        """Encode the prompts (right-padded to one length; each row keeps its own length) into a fresh cache
+        with room for ``extra_slots`` more tokens per row."""
         longest = max(len(r) for r in rows)
         pad_id = self.config.pad_token_id
-        ids = torch.tensor([[pad_id] * (longest - len(r)) + r for r in rows], dtype=torch.long, device=self.device)
-        pad = torch.tensor([longest - len(r) for r in rows], dtype=torch.long)
-        cache = KVCache(self.config, len(rows), longest + extra_slots, pad, self.model.dtype, self.device)
-        self.model.encode(ids, cache)
+        ids = torch.tensor([r + [pad_id] * (longest - len(r)) for r in rows], dtype=torch.long, device=self.device)
+        cache = KVCache(self.config, len(rows), longest + extra_slots, self.model.dtype, self.device)
+        self.model.encode(ids, cache, valid=[len(r) for r in rows])
         return cache
 
     def _logits(self, hidden_BCD: torch.Tensor) -> torch.Tensor:
@@ -219,100 +241,82 @@ class DiffusionEngine:
         cache = self._prefill(rows, canvas.shape[1])
         return self._logits(self.model.decode(canvas, cache, soft))
 
-    @torch.no_grad()
-    def generate_ids(self, prompt_ids, params: SamplingParams, seeds: list[int] | None = None,
-                     on_pass=None) -> list[GenerationResult]:
-        """Token-level generate. ``on_pass(rows, argmax_BC)``, if given, sees each pass's argmax canvases
-        (``rows`` are indices into the call's prompts), e.g. to stream drafts."""
-        rows = self._check_prompt_ids(prompt_ids)
+    def _check_seeds(self, seeds, n: int, params: SamplingParams) -> list[int]:
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
-        n = len(rows)
         seeds = [params.seed] * n if seeds is None else list(seeds)
         if len(seeds) != n:
             raise InputError(f"got {len(seeds)} seeds for {n} prompts")
-        cfg, device = self.config, self.device
-        c, v = cfg.canvas_length, cfg.vocab_size
-        start = time.perf_counter()
-        n_canvases = math.ceil(params.max_new_tokens / c)
-        # positions: a row may not run past max_position_embeddings
-        room = [min(n_canvases, (cfg.max_position_embeddings - len(r)) // c) for r in rows]
-        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-        eos = torch.tensor(self.eos_ids, device=device)
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        passes, canvases, corrections = [0] * n, [0] * n, [0] * n
-        finish: list[str | None] = [None] * n
-        seconds = [0.0] * n
-        chunk = position_chunk(v)
+        return seeds
 
-        cache = self._prefill(rows, max(room) * c)
-        active = list(range(n))  # rows still generating, in cache-row order
-        for _ in range(max(room)):
-            a = len(active)
-            canvas = torch.stack([torch.randint(0, v, (c,), generator=gens[r], device=device) for r in active])
-            final = canvas.clone()
-            tracker = StopTracker(a, c, params.stability_threshold, params.confidence_threshold, device)
-            den = torch.arange(a, device=device)  # active-local rows still denoising
-            den_cache, soft, prev_accepted = cache, None, None
-            for step in range(params.max_denoising_steps, 0, -1):
-                logits = self._logits(self.model.decode(canvas, den_cache, soft))
-                row_gens = [gens[active[i]] for i in den.tolist()]
-                cand, argmax, entropy, soft = sample_pass(logits, params.temperature(step), row_gens,
-                                                          self.model.soft_embeddings, chunk)
-                del logits
-                noise = torch.stack([torch.randint(0, v, (c,), generator=g, device=device) for g in row_gens])
-                canvas, accepted = accept_and_renoise(entropy, cand, noise, params.entropy_bound)
-                final[den] = argmax
-                if prev_accepted is not None:
-                    fixed = (prev_accepted & ~accepted).sum(-1).tolist()
-                    for i, k in zip(den.tolist(), fixed):
-                        corrections[active[i]] += k
-                for i in den.tolist():
-                    passes[active[i]] += 1
-                if on_pass is not None:
-                    on_pass([active[i] for i in den.tolist()], argmax)
-                prev_accepted = accepted
-                if params.fixed_steps:
-                    continue
-                stop = tracker.update(den, argmax, entropy)
-                if bool(stop.any()):
-                    keep = ~stop
-                    den, canvas, soft, prev_accepted = den[keep], canvas[keep], soft[keep], prev_accepted[keep]
-                    if den.numel() == 0:
-                        break
-                    den_cache = cache.select(den)
-            # the canvas is done: take each row's argmax up to EOS, then commit the survivors
-            still = []
-            is_eos = torch.isin(final, eos) if not params.ignore_eos else torch.zeros_like(final, dtype=torch.bool)
-            first_eos = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), c).tolist()
-            final_rows = final.tolist()
-            now = time.perf_counter() - start
-            for i, r in enumerate(active):
-                canvases[r] += 1
-                take = final_rows[i][:first_eos[i]]
-                tokens[r].extend(take[:params.max_new_tokens - len(tokens[r])])
-                if first_eos[i] < c:
-                    finish[r] = "eos"
-                elif len(tokens[r]) >= params.max_new_tokens or canvases[r] >= room[r]:
-                    finish[r] = "length"
-                else:
-                    still.append(i)
-                    continue
-                seconds[r] = now
-            if not still:
-                break
-            if len(still) < a:
-                keep_idx = torch.tensor(still, device=device)
-                cache, final = cache.select(keep_idx), final[keep_idx]
-            active = [active[i] for i in still]
-            self.model.encode(final, cache)
+    @torch.no_grad()
+    def generate_ids(self, prompt_ids, params: SamplingParams, seeds: list[int] | None = None,
+                     on_pass=None, max_inflight: int | None = None) -> list[GenerationResult]:
+        """Token-level generate. ``on_pass(rows, argmax_BC)``, if given, sees each pass's argmax canvases
+        (``rows`` are indices into the call's prompts), e.g. to stream drafts.
 
+        ``max_inflight``: canvases denoised together (default: all rows). With fewer than the number of rows,
+        rows wait in a queue and each takes the place of a finished row at once (step-level continuous
+        batching); every row's output is the same as when it runs alone with its seed."""
+        rows = self._check_prompt_ids(prompt_ids)
+        seeds = self._check_seeds(seeds, len(rows), params)
+        plans = plan_generation(rows, seeds, params, self.canvas_length, self.config.max_position_embeddings)
+        outcomes = Scheduler(self, params, plans, max_inflight, on_pass=on_pass).run()
         out = []
-        for r in range(n):
-            text = self.tokenizer.decode(tokens[r]) if self.tokenizer is not None else ""
-            out.append(GenerationResult(text=text, token_ids=tokens[r], num_canvases=canvases[r], num_passes=passes[r],
-                                        tokens_per_pass=len(tokens[r]) / max(passes[r], 1), seconds=seconds[r],
-                                        finish_reason=finish[r] or "length", num_self_corrections=corrections[r]))
+        for o in outcomes:
+            text = self.tokenizer.decode(o.tokens) if self.tokenizer is not None else ""
+            out.append(GenerationResult(text=text, token_ids=o.tokens, num_canvases=o.num_canvases,
+                                        num_passes=o.num_passes, tokens_per_pass=len(o.tokens) / max(o.num_passes, 1),
+                                        seconds=o.seconds, finish_reason=o.finish_reason,
+                                        num_self_corrections=o.num_corrections))
+        return out
+
+    @torch.no_grad()
+    def denoise_canvases(self, prompt_ids, known: list[list[int]], params: SamplingParams,
+                         seeds: list[int] | None = None, allowed: list[list[int] | None] | None = None,
+                         allowed_masks: torch.Tensor | None = None, on_pass=None,
+                         max_inflight: int | None = None) -> list[CanvasResult]:
+        """Denoise clamped canvases: the engine side of infill, span edits and structured output.
+
+        Args:
+            prompt_ids: per row, the causal context before the canvases (encoded into the KV cache).
+            known: per row, a layout of any length ``L >= 1``: ``FREE`` (-1) at positions to denoise, a token id
+                at clamped positions, which are never renoised or changed and which every free position of the
+                same canvas sees (text after a hole is visible). The layout is cut into canvases of
+                ``canvas_length``; canvas k is denoised with canvases before it committed to the cache; the tail
+                of the last canvas is clamped to the pad token; canvases after the last free position are not run.
+            params: denoising settings (``max_new_tokens`` and ``ignore_eos`` are not used: free positions may
+                become EOS or pad tokens and the caller decides what to keep).
+            seeds: one per row (default ``params.seed``).
+            allowed: per row ``None`` or ``L`` ints: -1 = any token, else a row of ``allowed_masks``, a bool
+                ``[M, vocab_size]`` tensor (True = allowed). Ignored at clamped positions.
+            on_pass, max_inflight: as in ``generate_ids``.
+
+        Returns:
+            One ``CanvasResult`` per row. A row's result depends only on its own inputs and seed.
+        """
+        rows = self._check_prompt_ids(prompt_ids)
+        seeds = self._check_seeds(seeds, len(rows), params)
+        num_masks = 0
+        if allowed_masks is not None:
+            if allowed_masks.ndim != 2 or allowed_masks.shape[1] != self.config.vocab_size:
+                raise InputError(f"allowed_masks must be [M, {self.config.vocab_size}], got {list(allowed_masks.shape)}")
+            empty = (~allowed_masks.bool().any(-1)).nonzero().flatten().tolist()
+            if empty:
+                raise InputError(f"allowed_masks rows {empty} allow no token")
+            num_masks = allowed_masks.shape[0]
+        plans = plan_clamped(rows, seeds, known, allowed, num_masks, self.config.vocab_size, self.config.pad_token_id,
+                             self.canvas_length, self.config.max_position_embeddings)
+        outcomes = Scheduler(self, params, plans, max_inflight, allowed_masks, on_pass).run()
+        out = []
+        for row_known, o in zip(known, outcomes):
+            row_known = list(row_known)
+            n = len(row_known)
+            final = (o.tokens + row_known[len(o.tokens):])[:n]
+            free_ids = [t for t, k in zip(final, row_known) if k == FREE]
+            out.append(CanvasResult(token_ids=final, free_ids=free_ids, num_canvases=o.num_canvases,
+                                    num_passes=o.num_passes, tokens_per_pass=len(free_ids) / max(o.num_passes, 1),
+                                    seconds=o.seconds, num_self_corrections=o.num_corrections))
         return out
 
     # ------------------------------------------------------------------------------------------- text level

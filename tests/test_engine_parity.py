@@ -91,14 +91,12 @@ def test_incremental_commit_equals_one_shot_prefill(tiny_engine):
     cache = engine._prefill(prompts, 2 * engine.canvas_length)
     engine.model.encode(canvas, cache)
     whole = engine._prefill([p + c for p, c in zip(prompts, canvas.tolist())], 0)
+    assert cache.lengths == whole.lengths == [len(p) + engine.canvas_length for p in prompts]
     for layer in range(engine.config.num_hidden_layers):
         for i, p in enumerate(prompts):
-            pad_a, pad_b = int(cache.pad[i]), int(whole.pad[i])
             n = len(p) + engine.canvas_length
-            torch.testing.assert_close(cache.k[layer][i, :, pad_a:pad_a + n], whole.k[layer][i, :, pad_b:pad_b + n],
-                                       atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(cache.v[layer][i, :, pad_a:pad_a + n], whole.v[layer][i, :, pad_b:pad_b + n],
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(cache.k[layer][i, :, :n], whole.k[layer][i, :, :n], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(cache.v[layer][i, :, :n], whole.v[layer][i, :, :n], atol=1e-5, rtol=1e-5)
 
 
 def test_grouped_experts_match_reference_path():

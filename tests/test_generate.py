@@ -109,3 +109,38 @@ def test_bad_token_ids(tiny_engine):
         tiny_engine.generate_ids([[5, 99999]], SamplingParams())
     with pytest.raises(InputError, match="canvas_ids"):
         tiny_engine.canvas_logits([[5, 6]], torch.zeros(2, 16, dtype=torch.long))
+
+
+@pytest.mark.parametrize("max_inflight", [1, 2, 3])
+def test_continuous_batching_matches_rows_alone(peaked_engine, max_inflight):
+    """Rows wait in a queue and take a finished row's place mid-generation, so rows in one batch sit at
+    different canvases and cache lengths; each row still gives exactly what it gives alone."""
+    c = peaked_engine.canvas_length
+    params = SamplingParams(max_new_tokens=3 * c, max_denoising_steps=12, stability_threshold=0,
+                            confidence_threshold=3.0, ignore_eos=True, seed=5)
+    seeds = [3, 1, 4, 1, 5]
+    admitted_while_busy = []
+
+    def on_pass(rows, argmax):
+        admitted_while_busy.append(len(rows))
+
+    streamed = peaked_engine.generate_ids([peaked_engine.tokenizer.encode(p) for p in PROMPTS], params, seeds=seeds,
+                                          on_pass=on_pass, max_inflight=max_inflight)
+    assert max(admitted_while_busy) == max_inflight  # the batch never grows past the target
+    alone = [peaked_engine.generate([p], params, seeds=[s])[0] for p, s in zip(PROMPTS, seeds)]
+    assert [_key(r) for r in streamed] == [_key(r) for r in alone]
+    assert all(r.num_canvases == 3 for r in streamed)
+
+
+def test_continuous_batching_keeps_the_batch_full(peaked_engine):
+    """With more rows than places, every pass but the last few runs a full batch: no pass waits on a slow row
+    while rows are queued."""
+    params = SamplingParams(max_new_tokens=8, max_denoising_steps=16, stability_threshold=0,
+                            confidence_threshold=3.0, seed=2)
+    sizes = []
+    prompts = [peaked_engine.tokenizer.encode(p) for p in PROMPTS * 2]
+    peaked_engine.generate_ids(prompts, params, on_pass=lambda rows, _: sizes.append(len(rows)), max_inflight=4)
+    first_short = next(i for i, s in enumerate(sizes) if s < 4)
+    # once the batch is short of 4, no row is waiting: it only shrinks from there
+    assert sizes[first_short:] == sorted(sizes[first_short:], reverse=True)
+    assert sum(sizes) == sum(r.num_passes for r in peaked_engine.generate_ids(prompts, params))

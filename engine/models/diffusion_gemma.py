@@ -142,73 +142,100 @@ class DiffusionGemmaModel(nn.Module):
             return 0
         return max(0, first_query_slot - (self.cfg.sliding_window - 1))
 
+    @staticmethod
+    def _slots(starts: list[int], n: int, device) -> tuple[slice | torch.Tensor, torch.Tensor]:
+        """Where ``n`` new tokens per row go: a shared slice when every row starts at the same slot, else a
+        ``[B, n]`` index tensor; plus their positions ``[B or 1, n]`` (a token's position is its slot)."""
+        steps = torch.arange(n, device=device)
+        if min(starts) == max(starts):
+            return slice(starts[0], starts[0] + n), (starts[0] + steps)[None, :]
+        per_row = torch.tensor(starts, dtype=torch.long, device=device)[:, None] + steps[None, :]
+        return per_row, per_row
+
     # ----------------------------------------------------------------------------------------------- encoder
     @torch.no_grad()
-    def encode(self, ids_BT: torch.Tensor, cache: KVCache) -> None:
-        """Run the causal encoder over ``ids_BT`` placed at cache slots ``[cache.length, cache.length + T)`` and
-        write every layer's K/V there. Only the cache is produced (the encoder's outputs are not used), so the
-        last layer's feed-forward is skipped."""
-        start, t = cache.length, ids_BT.shape[1]
-        end = start + t
+    def encode(self, ids_BT: torch.Tensor, cache: KVCache, rows: list[int] | None = None,
+               valid: list[int] | None = None) -> None:
+        """Run the causal encoder over ``ids_BT`` appended to cache ``rows`` (default: all, in order), each row at
+        its own length, and write every layer's K/V there. ``valid[b]`` is how many of row b's ``T`` tokens are
+        real (right padding, e.g. prompts of different lengths; default all): the row's length grows by that,
+        and the padding's K/V are scratch. Only the cache is produced, so the last layer's feed-forward is
+        skipped."""
+        b, t = ids_BT.shape
         device = ids_BT.device
-        q_slots = torch.arange(start, end, device=device)
-        pos = (q_slots[None, :] - cache.pad[:, None]).clamp_min(0)
-        rope = self._rope(pos)
+        cache_rows = list(range(cache.batch)) if rows is None else rows
+        if len(cache_rows) != b:
+            raise ValueError(f"encode: {b} id rows for {len(cache_rows)} cache rows")
+        cache.check_room(cache_rows, t)
+        starts = [cache.lengths[r] for r in cache_rows]
+        rows_t = None if rows is None else torch.tensor(rows, dtype=torch.long, device=device)
+        slots, pos = self._slots(starts, t, device)
+        rope = self._rope(pos.expand(b, -1))
+        q_slots = pos.expand(b, -1)
+        end = max(starts) + t
         x = self.embed(ids_BT)
         masks = {}
         for i, layer in enumerate(self.layers):
             spec = layer.spec
-            lo = self._key_start(spec, start)
-            # unpadded prefill that no window cuts: plain causal attention, no mask tensor (fused kernels)
-            plain_causal = not cache.has_padding and start == 0 and (not spec.is_sliding or end <= self.cfg.sliding_window)
+            lo = min(self._key_start(spec, s) for s in starts)
+            # a fresh, aligned prefill that no window cuts: plain causal attention, no mask tensor (fused kernels)
+            plain_causal = max(starts) == 0 and (not spec.is_sliding or end <= self.cfg.sliding_window)
+            key = (spec.is_sliding, lo)
             if plain_causal:
-                masks[(spec.is_sliding, lo)] = None
-            elif (spec.is_sliding, lo) not in masks:
+                masks[key] = None
+            elif key not in masks:
                 k_slots = torch.arange(lo, end, device=device)
-                allowed = (k_slots[None, None, :] >= cache.pad[:, None, None]) & (k_slots[None, None, :] <= q_slots[None, :, None])
+                allowed = k_slots[None, None, :] <= q_slots[:, :, None]
                 if spec.is_sliding:
-                    allowed &= (q_slots[None, :, None] - k_slots[None, None, :]) < self.cfg.sliding_window
-                allowed |= k_slots[None, None, :] == q_slots[None, :, None]  # pad queries see themselves: no NaN
-                masks[(spec.is_sliding, lo)] = allowed[:, None]
+                    allowed &= (q_slots[:, :, None] - k_slots[None, None, :]) < self.cfg.sliding_window
+                masks[key] = allowed[:, None]
             cos, sin = rope[(spec.kind, spec.head_dim)]
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.qkv(h, cos, sin)
-            cache.write(i, k, v, start)
-            k_all, v_all = cache.read(i, lo, end)
-            attn = layer.self_attn.attend(q, k_all, v_all, masks[(spec.is_sliding, lo)], is_causal=plain_causal)
+            cache.write(i, k, v, slots, rows_t)
+            k_all, v_all = cache.read(i, lo, end, rows_t)
+            attn = layer.self_attn.attend(q, k_all, v_all, masks[key], is_causal=plain_causal)
             if i + 1 < len(self.layers):
                 x = layer.feed_forward(x, attn, layer.encoder_layer_scalar)
-        cache.length = end
+        for j, r in enumerate(cache_rows):
+            cache.lengths[r] += t if valid is None else valid[j]
 
     # ----------------------------------------------------------------------------------------------- decoder
     @torch.no_grad()
     def decode(self, canvas_BC: torch.Tensor, cache: KVCache, soft_BCD: torch.Tensor | None = None) -> torch.Tensor:
-        """Bidirectional pass over the canvas that follows the cached prefix; returns final-norm hidden states
-        ``[B, C, D]``. Needs ``C`` free slots after ``cache.length`` (scratch, never committed). ``soft_BCD`` is the self-conditioning signal (``softmax(prev logits) @ E * sqrt(D)``)."""
+        """Bidirectional pass over each row's canvas, which follows that row's cached tokens; returns final-norm
+        hidden states ``[B, C, D]``. Needs ``C`` free slots after each row's length (scratch, never committed).
+        ``soft_BCD`` is the self-conditioning signal (``softmax(prev logits) @ E * sqrt(D)``)."""
         b, c = canvas_BC.shape
-        t = cache.length
         device = canvas_BC.device
-        pos = t + torch.arange(c, device=device)[None, :] - cache.pad[:, None]
-        rope = self._rope(pos)
+        cache.check_room(None, c)
+        starts = cache.lengths
+        slots, pos = self._slots(starts, c, device)
+        rope = self._rope(pos.expand(b, -1))
+        end = max(starts) + c
         x = self.self_conditioning(self.embed(canvas_BC), soft_BCD)
+        t_B = None if cache.uniform else cache.lengths_tensor()
         masks = {}
         for i, layer in enumerate(self.layers):
             spec = layer.spec
-            lo = self._key_start(spec, t)
-            if not cache.has_padding:
-                masks[lo] = None  # every cached slot and every canvas position is visible
-            elif lo not in masks:
-                k_slots = torch.arange(lo, t, device=device)
-                cached_ok = k_slots[None, :] >= cache.pad[:, None]
-                masks[lo] = torch.cat([cached_ok, torch.ones(b, c, dtype=torch.bool, device=device)], 1)[:, None, None]
+            lo = min(self._key_start(spec, s) for s in starts)
+            key = (spec.is_sliding, lo)
+            if t_B is None:
+                masks[key] = None  # every cached slot in range and every canvas position is visible
+            elif key not in masks:
+                k_slots = torch.arange(lo, end, device=device)[None, :]
+                first = t_B[:, None] - (self.cfg.sliding_window - 1) if spec.is_sliding else 0
+                cached_ok = (k_slots < t_B[:, None]) & (k_slots >= first)
+                canvas_ok = (k_slots >= t_B[:, None]) & (k_slots < t_B[:, None] + c)
+                masks[key] = (cached_ok | canvas_ok)[:, None, None]
             cos, sin = rope[(spec.kind, spec.head_dim)]
             h = layer.input_layernorm(x)
             q, k, v = layer.self_attn.qkv(h, cos, sin)
-            # the canvas K/V go to the scratch slots right after the prefix (not committed: length is unchanged,
-            # the next commit overwrites them), so keys are one contiguous range and nothing is concatenated
-            cache.write(i, k, v, t)
-            k_all, v_all = cache.read(i, lo, t + c)
-            attn = layer.self_attn.attend(q, k_all, v_all, masks[lo])
+            # the canvas K/V go to each row's scratch slots right after its tokens (not committed: lengths are
+            # unchanged and the next commit overwrites them), so keys are one contiguous range per row
+            cache.write(i, k, v, slots)
+            k_all, v_all = cache.read(i, lo, end)
+            attn = layer.self_attn.attend(q, k_all, v_all, masks[key])
             x = layer.feed_forward(x, attn, layer.layer_scalar)
         return self.norm(x)
 

@@ -29,21 +29,36 @@ def accept_and_renoise(entropy_BC: torch.Tensor, candidates_BC: torch.Tensor, no
 
 class StopTracker:
     """Stable-and-confident stopping, per row. ``history`` holds the last ``stability_threshold`` argmax canvases
-    (-1 before the first pass, so a row can never stop on its first pass when the threshold is positive)."""
+    (-1 before the first pass, so a row can never stop on its first pass when the threshold is positive).
+    Rows can be reset (a new canvas starts), dropped and appended, so one tracker follows a changing batch."""
 
     def __init__(self, batch: int, canvas: int, stability_threshold: int, confidence_threshold: float, device):
         self.confidence_threshold = confidence_threshold
         self.history = torch.full((stability_threshold, batch, canvas), -1, dtype=torch.long, device=device)
 
-    def update(self, rows: torch.Tensor, argmax_BC: torch.Tensor, entropy_BC: torch.Tensor) -> torch.Tensor:
-        """Record this pass for ``rows`` (indices into the tracker's batch); returns their stop flags."""
+    def update(self, rows: torch.Tensor, argmax_BC: torch.Tensor, entropy_BC: torch.Tensor,
+               free_B: torch.Tensor | None = None) -> torch.Tensor:
+        """Record this pass for ``rows`` (indices into the tracker's batch); returns their stop flags. The mean
+        entropy is over each row's ``free_B`` denoised positions (default: all; clamped positions have zero
+        entropy and would otherwise dilute the mean)."""
         if self.history.shape[0] == 0:
             stable = torch.ones(rows.shape[0], dtype=torch.bool, device=argmax_BC.device)
         else:
             past = self.history[:, rows]
             stable = (past == argmax_BC[None]).all(-1).all(0)
             self.history[:, rows] = torch.cat([past[1:], argmax_BC[None]], 0)
-        return stable & (entropy_BC.mean(-1) < self.confidence_threshold)
+        mean = entropy_BC.mean(-1) if free_B is None else entropy_BC.sum(-1) / free_B
+        return stable & (mean < self.confidence_threshold)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        self.history[:, rows] = -1
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.history = self.history[:, rows]
+
+    def extend(self, n: int) -> None:
+        s, _, c = self.history.shape
+        self.history = torch.cat([self.history, self.history.new_full((s, n, c), -1)], 1)
 
 
 def position_chunk(vocab_size: int, budget_elems: int = 1 << 22) -> int:
@@ -61,9 +76,10 @@ def inverse_cdf_sample(cdf_PV: torch.Tensor, generator: torch.Generator) -> torc
 
 
 @torch.no_grad()
-def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[torch.Generator],
+def sample_pass(logits_BCV: torch.Tensor, temperature: float | torch.Tensor, generators: list[torch.Generator],
                 soft_embed, chunk: int):
-    """Steps 1-2 above. ``logits_BCV`` is scaled in place; ``soft_embed(probs_NV)`` maps probabilities to
+    """Steps 1-2 above. ``logits_BCV`` is scaled in place by ``temperature`` (one value, or one per row ``[B]``:
+    rows of a continuous batch are at different passes); ``soft_embed(probs_NV)`` maps probabilities to
     self-conditioning embeddings; ``chunk`` is how many positions' full-vocabulary temporaries may exist at once.
     Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32) and soft embeddings ``[B, C, D]``.
 
@@ -72,7 +88,7 @@ def sample_pass(logits_BCV: torch.Tensor, temperature: float, generators: list[t
     with the row's generator, so its draws never depend on the batch around it.
     """
     b, c, v = logits_BCV.shape
-    logits_BCV.div_(temperature)
+    logits_BCV.div_(temperature.view(-1, 1, 1) if isinstance(temperature, torch.Tensor) else temperature)
     device = logits_BCV.device
     candidates = torch.empty(b, c, dtype=torch.long, device=device)
     argmax = torch.empty(b, c, dtype=torch.long, device=device)
