@@ -41,6 +41,17 @@ def _reference_tokens(sequences: torch.Tensor, prompt_len: int, eos: list[int]) 
     return total
 
 
+def reference_generate(ref, ids: torch.Tensor, new_tokens: int, params, adaptive: bool, eos_ids: list[int]):
+    """transformers' ``generate`` with redraft's sampler settings; ``adaptive`` False: no early stop, EOS
+    ignored (fixed work per canvas). Returns the sequences (prompt + generated)."""
+    with torch.no_grad():
+        return ref.generate(
+            ids, max_new_tokens=new_tokens, max_denoising_steps=params.max_denoising_steps,
+            t_min=params.t_min, t_max=params.t_max, stability_threshold=params.stability_threshold,
+            confidence_threshold=params.confidence_threshold if adaptive else 1e-9,
+            eos_token_id=eos_ids if adaptive else None).sequences
+
+
 def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, mode: str = "fixed",
         vocab: int = 32768, config: str = "bench") -> dict:
     from engine import DiffusionEngine, SamplingParams
@@ -75,12 +86,7 @@ def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, 
 
         def reference():
             torch.manual_seed(0)
-            with torch.no_grad():
-                ref_out["seq"] = ref.generate(
-                    ids, max_new_tokens=new_tokens, max_denoising_steps=params.max_denoising_steps,
-                    t_min=params.t_min, t_max=params.t_max, stability_threshold=params.stability_threshold,
-                    confidence_threshold=params.confidence_threshold if adaptive else 1e-9,
-                    eos_token_id=engine.eos_ids if adaptive else None).sequences
+            ref_out["seq"] = reference_generate(ref, ids, new_tokens, params, adaptive, engine.eos_ids)
 
         ref_s = _time(reference, repeats)
         ref_tokens = _reference_tokens(ref_out["seq"], ids.shape[1], engine.eos_ids) if adaptive else b * new_tokens

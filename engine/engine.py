@@ -21,6 +21,7 @@ from .config import DiffusionGemmaConfig
 from .errors import CheckpointError, InputError
 from .kv_cache import KVCache
 from .models.diffusion_gemma import DiffusionGemmaModel
+from .quantize import check_quantization, quantize_model
 from .scheduler import FREE, Scheduler, plan_clamped, plan_generation
 from .sampling.entropy_bound import position_chunk
 from .sampling.params import SamplingParams
@@ -107,14 +108,22 @@ class DiffusionEngine:
                     eos.add(tokenizer.token_id(tok))
         self.eos_ids = sorted(eos)
         self.load_report: dict = {}
+        # canvases denoised together when a call does not say (None: all of the call's rows); a bulk worker sets
+        # it so that big batches run as a queue behind a full decoder batch (continuous batching)
+        self.max_inflight: int | None = None
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
-                        dtype: torch.dtype | str = torch.bfloat16, name: str | None = None) -> "DiffusionEngine":
+                        dtype: torch.dtype | str = torch.bfloat16, name: str | None = None,
+                        quantization: str | None = None) -> "DiffusionEngine":
         """Load a DiffusionGemma checkpoint directory in the Hugging Face layout (``config.json`` with
         ``text_config``, ``model.safetensors`` or shards with ``model.safetensors.index.json``, ``tokenizer.json``,
         ``tokenizer_config.json``). Local files only; vision tensors are skipped.
+
+        ``quantization``: ``None``/``"none"``, ``"int8"`` or ``"fp8"``: the routed experts' weights are stored
+        at one byte per weight with per-channel scales (``engine/quantize.py``); the checkpoint is then read
+        into host memory first and quantized layer by layer on ``device``.
 
         Raises:
             CheckpointError: the directory is missing, not a DiffusionGemma checkpoint, or its tensors do not
@@ -125,12 +134,14 @@ class DiffusionEngine:
             raise CheckpointError(f"checkpoint directory not found: {path}")
         if not path.is_dir():
             raise CheckpointError(f"checkpoint path is not a directory: {path}")
+        quantization = check_quantization(quantization)
         cfg = DiffusionGemmaConfig.from_dir(path)
         device, dtype = resolve_device(device), resolve_dtype(dtype)
         with torch.device("meta"):
             model = DiffusionGemmaModel(cfg)
-        report = load_weights(model, path, dtype, device)
+        report = load_weights(model, path, dtype, device if quantization == "none" else "cpu")
         model.reset_rope(device)
+        quantize_model(model, quantization, device)
         model.fuse_projections()
         model.eval()
         tokenizer = Tokenizer(path) if (path / "tokenizer.json").is_file() else None
@@ -261,7 +272,7 @@ class DiffusionEngine:
         rows = self._check_prompt_ids(prompt_ids)
         seeds = self._check_seeds(seeds, len(rows), params)
         plans = plan_generation(rows, seeds, params, self.canvas_length, self.config.max_position_embeddings)
-        outcomes = Scheduler(self, params, plans, max_inflight, on_pass=on_pass).run()
+        outcomes = Scheduler(self, params, plans, max_inflight or self.max_inflight, on_pass=on_pass).run()
         out = []
         for o in outcomes:
             text = self.tokenizer.decode(o.tokens) if self.tokenizer is not None else ""
@@ -307,7 +318,7 @@ class DiffusionEngine:
             num_masks = allowed_masks.shape[0]
         plans = plan_clamped(rows, seeds, known, allowed, num_masks, self.config.vocab_size, self.config.pad_token_id,
                              self.canvas_length, self.config.max_position_embeddings)
-        outcomes = Scheduler(self, params, plans, max_inflight, allowed_masks, on_pass).run()
+        outcomes = Scheduler(self, params, plans, max_inflight or self.max_inflight, allowed_masks, on_pass).run()
         out = []
         for row_known, o in zip(known, outcomes):
             row_known = list(row_known)

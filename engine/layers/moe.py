@@ -48,12 +48,12 @@ class Experts(nn.Module):
         self.use_grouped = hasattr(torch, "_grouped_mm")
 
     def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, ids_NK: torch.Tensor) -> torch.Tensor:
-        if self.use_grouped and _grouped_supported(x_ND):
+        if self.use_grouped and grouped_supported(x_ND):
             return experts_grouped(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
         return experts_reference(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
 
 
-def _grouped_supported(x: torch.Tensor) -> bool:
+def grouped_supported(x: torch.Tensor) -> bool:
     # CPU kernels take fp32/bf16/fp16; CUDA kernels take bf16 (Hopper and newer).
     if x.device.type == "cuda":
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
@@ -73,21 +73,34 @@ def experts_reference(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor
     return out_ND
 
 
-def experts_grouped(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
-    """Fast path: sort the N*K (token, expert) pairs by expert and run each projection as one grouped GEMM."""
-    n_tokens, k = ids_NK.shape
-    num_experts = w13_EFD.shape[0]
+def sort_pairs(ids_NK: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Order the N*K (token, expert) pairs by expert for a grouped GEMM.
+
+    Returns ``order`` (pair index of each sorted row, M = N*K), ``token_of_pair_M`` (the token each sorted row
+    reads) and ``offsets_E`` (int32 end of each expert's rows, the ``offs`` argument of the grouped GEMMs)."""
+    k = ids_NK.shape[1]
     flat_ids = ids_NK.reshape(-1)
     order = torch.argsort(flat_ids, stable=True)
-    token_of_pair = order // k
     counts_E = torch.bincount(flat_ids, minlength=num_experts)
-    offsets_E = torch.cumsum(counts_E, 0).to(torch.int32)
+    return order, order // k, torch.cumsum(counts_E, 0).to(torch.int32)
+
+
+def combine_pairs(y_MD: torch.Tensor, order: torch.Tensor, weights_NK: torch.Tensor,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """Weight each sorted expert output by its routing weight, put it back in (token, slot) order and sum each
+    token's K outputs (a reshape and a sum: no scatter-add)."""
+    n_tokens, k = weights_NK.shape
+    y_MD = y_MD * weights_NK.reshape(-1)[order, None]
+    unsorted = torch.empty_like(y_MD)
+    unsorted[order] = y_MD
+    return unsorted.view(n_tokens, k, -1).sum(1).to(dtype)
+
+
+def experts_grouped(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
+    """Fast path: sort the N*K (token, expert) pairs by expert and run each projection as one grouped GEMM."""
+    order, token_of_pair, offsets_E = sort_pairs(ids_NK, w13_EFD.shape[0])
     x_sorted = x_ND[token_of_pair]
     gate_up = torch._grouped_mm(x_sorted, w13_EFD.transpose(1, 2), offs=offsets_E)
     gate, up = gate_up.chunk(2, dim=-1)
     y = torch._grouped_mm((gelu_tanh(gate) * up).contiguous(), w2_EDI.transpose(1, 2), offs=offsets_E)
-    y = y * weights_NK.reshape(-1)[order, None]
-    # back to (token, slot) order, then sum each token's K expert outputs (no scatter-add)
-    unsorted = torch.empty_like(y)
-    unsorted[order] = y
-    return unsorted.view(n_tokens, k, -1).sum(1).to(x_ND.dtype)
+    return combine_pairs(y, order, weights_NK, x_ND.dtype)

@@ -163,6 +163,8 @@ class DiffusionGemmaModel(nn.Module):
         skipped."""
         b, t = ids_BT.shape
         device = ids_BT.device
+        if rows is not None and rows == list(range(cache.batch)):
+            rows = None  # every row, in order: plain slices, no gathers
         cache_rows = list(range(cache.batch)) if rows is None else rows
         if len(cache_rows) != b:
             raise ValueError(f"encode: {b} id rows for {len(cache_rows)} cache rows")

@@ -1,0 +1,88 @@
+"""The throughput benchmark and the full-size GPU script, run small on the CPU: they complete and report what
+they promise (entries, fields, files). No timing is asserted; the FLOP accounting is checked against torch's
+own counter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import gpu_full_size, throughput
+
+
+@pytest.mark.slow
+def test_throughput_quick_writes_json_and_png(tmp_path, capsys):
+    throughput.main(["--quick", "--out", str(tmp_path / "tp")])
+    report = json.loads((tmp_path / "tp.json").read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert [r["batch"] for r in report["results"]] == [1, 2]
+    for row in report["results"]:
+        for which in ("redraft", "transformers"):
+            m = row[which]
+            assert m["tokens"] == row["batch"] * report["new_tokens"] and m["tok_s"] > 0
+            assert m["passes_per_token"] == report["steps"] / 32  # one 32-token canvas, fixed passes
+            assert isinstance(m["peak_memory_mib"], float)
+        assert row["ratio"] == round(row["redraft"]["tok_s"] / row["transformers"]["tok_s"], 2)
+    assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_script_runs_small_on_cpu(tmp_path, capsys):
+    quantization = "int8"  # the unquantized model runs in the budget test below
+    out = tmp_path / "full.json"
+    gpu_full_size.main(["--small", "--steps", "2", "--batch", "1", "2", "--quantization", quantization,
+                        "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["device"] == "cpu" and report["quantization"] == quantization
+    cfg = gpu_full_size.build_config(gpu_full_size.SMALL)
+    from engine.quantize import weight_bytes
+
+    assert report["weight_bytes"] == weight_bytes(cfg, quantization, "float32")  # measured on the built model
+    first, second = report["results"]
+    assert (first["batch"], second["batch"]) == (1, 2)
+    assert first["tokens"] == cfg.canvas_length and second["tokens"] == 2 * cfg.canvas_length
+    assert first["passes_per_token"] == 2 / cfg.canvas_length
+    assert 0 < first["memory_bound_fraction"] and first["memory_bound_tok_s"] > 0
+    assert "memory_bound_tok_s" not in second and second["peak_flops_fraction"] > 0
+    assert report["peak_source"].startswith("measured") and report["copy_bandwidth_gb_s"] > 0
+
+
+def test_budget_skips_batches_that_would_not_finish(tmp_path, capsys):
+    gpu_full_size.main(["--small", "--steps", "1", "--batch", "1", "64", "--budget-s", "0", "--out",
+                        str(tmp_path / "x.json")])
+    first, second = json.loads((tmp_path / "x.json").read_text())["results"]
+    assert first["batch"] == 1 and "tok_s" in first  # the first batch size always runs
+    assert second["batch"] == 64 and "budget" in second["skipped"]
+
+
+def test_flop_count_matches_torch_counter():
+    """``run_flops`` against ``FlopCounterMode`` on a real generate call (reference expert path, whose per-expert
+    matmuls the counter sees; it does not count CPU attention kernels, so attention is left out of both)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine import DiffusionEngine, SamplingParams
+
+    cfg = gpu_full_size.build_config(gpu_full_size.SMALL)
+    model = gpu_full_size.random_model(cfg, torch.device("cpu"), torch.float32)
+    for layer in model.layers:
+        layer.experts.use_grouped = False
+    engine = DiffusionEngine(model, None, "small")
+    steps, prompt_len, batch = 6, 20, 1
+    params = SamplingParams(max_new_tokens=cfg.canvas_length, max_denoising_steps=steps, fixed_steps=True,
+                            ignore_eos=True)
+    with FlopCounterMode(display=False) as counter:
+        engine.generate_ids([[5] * prompt_len] * batch, params, seeds=list(range(batch)))
+    attention = batch * (gpu_full_size._attention_flops(cfg, prompt_len, 0, prompt_len) / 2
+                         + steps * gpu_full_size._attention_flops(cfg, cfg.canvas_length, prompt_len,
+                                                                  cfg.canvas_length))
+    counted = gpu_full_size.run_flops(cfg, batch, prompt_len, steps) - attention
+    # the engine also embeds the last pass's probabilities (unused): a few percent more than the useful count
+    assert 0.97 < counter.get_total_flops() / counted < 1.08
+
+
+def test_full_size_memory_table():
+    table = gpu_full_size.memory_table()
+    assert table["weight_gb"] == {"bf16": 50.5, "int8": 27.73, "fp8": 27.73}
+    assert table["params_experts"] == 30 * 128 * 3 * 2816 * 704
