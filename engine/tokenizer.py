@@ -72,3 +72,40 @@ class Tokenizer:
         return env.from_string(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token or "", eos_token=self.eos_token or "")
+
+    def token_strings(self) -> list[str]:
+        """The text of every token id on its own (``decode([id])``, special tokens included), cached.
+
+        Used to build allowed-token masks (digits only, string-safe, ...) once per tokenizer rather than once per
+        row. A token that is an incomplete UTF-8 sequence on its own (a byte-fallback or byte-level piece) shows
+        as U+FFFD here.
+        """
+        cached = getattr(self, "_token_strings", None)
+        if cached is None:
+            cached = self._tok.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
+            self._token_strings = cached
+        return cached
+
+    def special_ids(self) -> set[int]:
+        """Ids of the tokenizer's special (control) tokens: pad, BOS, EOS, turn markers, ..."""
+        return {i for i, tok in self._tok.get_added_tokens_decoder().items() if tok.special}
+
+    def tail(self, text: str, max_tokens: int) -> tuple[str, list[int]]:
+        """The end of ``text`` that holds at most ``max_tokens`` tokens (no BOS), as text and ids.
+
+        Used for the context before a window of a long document: only the last ``16 * max_tokens`` characters
+        are tokenized, so the cost does not grow with the document. The cut falls on a token boundary that is
+        also a character boundary (a character split over several byte-level tokens is kept whole or left out).
+        """
+        if max_tokens <= 0 or not text:
+            return "", []
+        start = max(0, len(text) - 16 * max_tokens)
+        piece = text[start:]
+        enc = self._tok.encode(piece, add_special_tokens=False)
+        ids, offsets = enc.ids, enc.offsets
+        k = max(1 if start > 0 else 0, len(ids) - max_tokens)  # a token cut by the slice start is dropped
+        while 0 < k < len(ids) and offsets[k][0] < offsets[k - 1][1]:
+            k += 1
+        if k >= len(ids):
+            return "", []
+        return piece[offsets[k][0]:], ids[k:]

@@ -81,17 +81,104 @@ class OutputConfig(_Model):
         "written whole, once all its rows are done; it is also the unit of work handed to a reader.")
 
 
+# which task kinds read each editing setting of TaskConfig
+_TASK_FIELD_KINDS = {
+    **dict.fromkeys(["infill_input", "prefix_column", "suffix_column", "hole_marker", "fill_tokens"], ("infill",)),
+    **dict.fromkeys(["spans_column", "span_markers", "edit_token_ratio", "edit_extra_tokens", "insert_tokens"],
+                    ("edit",)),
+    "context_tokens": ("rewrite", "edit", "infill"), "window_tokens": ("rewrite", "edit"),
+    **dict.fromkeys(["json_schema", "template", "string_tokens", "integer_tokens", "number_tokens"], ("structured",)),
+}
+
+
 class TaskConfig(_Model):
-    kind: Literal["generate", "rewrite"] = Field(
+    model_config = ConfigDict(serialize_by_alias=True)  # dumps (summary, fingerprint) say 'schema', as the YAML does
+    kind: Literal["generate", "rewrite", "infill", "edit", "structured"] = Field(
         default="generate", description="'generate': the text is a prompt and the output continues it. "
         "'rewrite': the instruction (with the text in place of {text}) goes through the checkpoint's chat "
-        "template and the output replaces the document.")
+        "template and the output replaces the document. 'infill': fill the hole between a prefix and a suffix. "
+        "'edit': rewrite only the given spans of the document. 'structured': JSON that follows task.schema.")
     instruction: str | None = Field(
         default=None, validate_default=True, description="Rewrite instruction; '{text}' marks where the "
-        "document goes. Required for 'rewrite'.")
-    max_input_chars: int = Field(
-        default=20_000, ge=1, description="Rows whose text is longer than this become error rows (the engine "
-        "also rejects prompts over the checkpoint's token limit).")
+        "document goes. Required for 'rewrite'. Optional for 'edit' and 'infill': sent as a user turn through the "
+        "chat template, and the edited document (or prefix, fill, suffix) follows as the model's reply. Optional "
+        "for 'structured': the user turn before the text (default 'Extract the fields as JSON.'); a '{text}' in "
+        "it marks where the text goes instead.")
+    max_input_chars: int | None = Field(
+        default=None, ge=1, description="Rows whose text is longer than this become error rows (infill from "
+        "columns: prefix and suffix together). Default: 20000 for 'generate' and 'structured'; 1000000 for "
+        "'rewrite', 'infill' and 'edit', which cut long documents into windows.")
+    context_tokens: int = Field(
+        default=1024, ge=0, description="Long documents ('rewrite', 'edit', 'infill'): tokens of the text "
+        "before a window (already rewritten or edited) given to the model as context, at most.")
+    window_tokens: int = Field(
+        default=256, ge=8, description="Long documents: 'rewrite' cuts documents longer than this many tokens "
+        "into windows of at most this size (at line ends where possible) and rewrites them one by one; 'edit' "
+        "rewrites a span longer than this piece by piece. 256 is DiffusionGemma's canvas.")
+    infill_input: Literal["columns", "marker"] = Field(
+        default="columns", description="'infill': 'columns' reads task.prefix_column and task.suffix_column; "
+        "'marker' reads the text column, which must hold task.hole_marker exactly once.")
+    prefix_column: str = Field(default="prefix", min_length=1, description="'infill': column with the text "
+                               "before the hole.")
+    suffix_column: str = Field(default="suffix", min_length=1, description="'infill': column with the text "
+                               "after the hole.")
+    hole_marker: str = Field(default="<|fill|>", min_length=1, description="'infill' with infill_input "
+                             "'marker': the string that marks the hole in the text.")
+    fill_tokens: int = Field(default=64, ge=1, le=100_000, description="'infill': token budget of the fill; "
+                             "positions the model leaves unused (end-of-sequence, padding) are dropped.")
+    spans_column: str = Field(default="spans", min_length=1, description="'edit': column holding a list of "
+                              "[start, end) character offsets (Python string indices) of the spans to rewrite.")
+    span_markers: list[str] | None = Field(
+        default=None, description="'edit': [open, close] marker strings, e.g. ['[[', ']]']: spans are marked "
+        "in the text instead of a spans column; the markers are removed from the output.")
+    edit_token_ratio: float = Field(default=1.5, gt=0, le=100, description="'edit': a span's token budget "
+                                    "is its own token count times this, plus task.edit_extra_tokens.")
+    edit_extra_tokens: int = Field(default=8, ge=0, description="'edit': tokens added to every span's budget.")
+    insert_tokens: int = Field(default=16, ge=1, description="'edit': token budget of an empty span (an "
+                               "insertion point).")
+    # 'schema' in YAML; the attribute has another name because pydantic's BaseModel has a 'schema' method
+    json_schema: dict | str | None = Field(
+        default=None, alias="schema", description="'structured': the JSON Schema every output follows (the "
+        "subset the README lists: objects, strings, integers, numbers, booleans, enums, arrays with maxItems): a "
+        "mapping inline, or the path of a .json file, read when the config is loaded (relative paths from the "
+        "current directory). Give this or task.template.")
+    template: Any = Field(
+        default=None, description="'structured': an example JSON document instead of a schema: objects keep "
+        "their keys, leaf values give the types (string, integer, number, boolean), a list of N items gives an "
+        "array of up to N items like its first.")
+    string_tokens: int = Field(default=12, ge=1, le=256, description="'structured': canvas positions of a "
+                               "string value (a string's maxLength, when lower, is used instead).")
+    integer_tokens: int = Field(default=6, ge=1, le=32, description="'structured': canvas positions of an "
+                                "integer value.")
+    number_tokens: int = Field(default=8, ge=1, le=32, description="'structured': canvas positions of a "
+                               "number value.")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _load_schema_file(cls, value):
+        """A path is read here, so the job's fingerprint holds the schema itself (a changed file is a new job)."""
+        if isinstance(value, str):
+            from .schema_subset import load_schema_file
+
+            return load_schema_file(value)
+        return value
+
+    @model_validator(mode="after")
+    def _structured_schema(self):
+        """'structured' needs a schema (or template) inside the supported subset; errors name its JSON path."""
+        if self.kind != "structured":
+            return self
+        if (self.json_schema is None) == (self.template is None):
+            raise ValueError(".schema: 'structured' needs task.schema or task.template (exactly one of them)")
+        from .schema_subset import SchemaError
+        from .structured import StructuredTask
+
+        field = ".schema" if self.json_schema is not None else ".template"
+        try:
+            StructuredTask.from_config(self)
+        except SchemaError as err:
+            raise ValueError(err.at(field)) from None
+        return self
 
     @field_validator("instruction")
     @classmethod
@@ -102,28 +189,93 @@ class TaskConfig(_Model):
                 raise ValueError("required when task.kind is 'rewrite'")
             if value.count("{text}") != 1:
                 raise ValueError("must contain '{text}' exactly once (where the document goes)")
+        elif kind in ("edit", "infill", "structured"):
+            if value is not None and not value.strip():
+                raise ValueError("must not be empty (leave it out for no instruction)")
+            if kind == "structured" and value is not None and value.count("{text}") > 1:
+                raise ValueError("may contain '{text}' at most once (where the text goes; else it follows)")
         elif value is not None and kind is not None:
-            raise ValueError(f"only used by task.kind 'rewrite' (task.kind is {kind!r}); remove it")
+            raise ValueError(f"only used by task.kind 'rewrite', 'edit', 'infill' or 'structured' (task.kind is "
+                             f"{kind!r}); remove it")
         return value
+
+    @field_validator("context_tokens", "window_tokens", "infill_input", "prefix_column", "suffix_column",
+                     "hole_marker", "fill_tokens", "spans_column", "span_markers", "edit_token_ratio",
+                     "edit_extra_tokens", "insert_tokens", "json_schema", "template", "string_tokens",
+                     "integer_tokens", "number_tokens")
+    @classmethod
+    def _used_by_kind(cls, value, info):
+        """Editing settings given for a kind that ignores them are a likely mistake (runs on given values only)."""
+        kind = info.data.get("kind")
+        kinds = _TASK_FIELD_KINDS[info.field_name]
+        if kind is not None and kind not in kinds:
+            raise ValueError(f"only used by task.kind {' or '.join(map(repr, kinds))} (task.kind is {kind!r}); "
+                             "remove it")
+        if info.field_name == "span_markers" and value is not None and (
+                len(value) != 2 or not all(value) or value[0] in value[1] or value[1] in value[0]):
+            raise ValueError(f"must be [open, close]: two non-empty strings, neither inside the other (got {value!r})")
+        return value
+
+    def char_limit(self) -> int:
+        """``max_input_chars``, or its default for this kind."""
+        if self.max_input_chars is not None:
+            return self.max_input_chars
+        return 1_000_000 if self.kind in ("rewrite", "edit", "infill") else 20_000
+
+
+# Task kinds an autoregressive backend can run: both read the prompt left to right and write after it. The
+# editing kinds (infill, edit, structured) need redraft's bidirectional canvas.
+VLLM_TASK_KINDS = ("generate", "rewrite")
+
+
+class VLLMConfig(_Model):
+    """Settings of the 'vllm' backend (an autoregressive model run by vLLM; the ``vllm`` extra)."""
+
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context length vLLM runs with (prompt + output tokens). Default: the "
+        "checkpoint's max_position_embeddings. Prompts longer than this minus sampling.max_new_tokens are error rows.")
+    temperature: float = Field(
+        default=0.0, ge=0, description="Sampling temperature; 0 is greedy (the same output for a row on every run). "
+        "Above 0 each row samples with its own seed (from sampling.seed and the row id).")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens "
+                         "whose probability reaches this (1: all).")
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, description="Rows one vLLM engine decodes together at most. Default: vLLM's.")
+    cpu_kv_cache_gib: float = Field(
+        default=4.0, gt=0, description="CPU only: GiB of memory for vLLM's KV cache per engine actor "
+        "(VLLM_CPU_KVCACHE_SPACE). Set, because without it vLLM reserves 92% of the node's memory and refuses to "
+        "start when other processes use more than 8%.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Further vllm.EngineArgs keyword arguments, passed through as given "
+        "(e.g. {tensor_parallel_size: 2, quantization: fp8}).")
 
 
 class EngineConfig(_Model):
-    backend: str = Field(default="redraft", description="Inference backend. Only 'redraft' (this project's "
-                         "engine) for now; 'vllm' is reserved.")
-    checkpoint: str = Field(description="Local directory of a DiffusionGemma checkpoint in the Hugging Face "
-                            "layout (config.json, *.safetensors, tokenizer.json); must exist on every worker node.")
+    backend: str = Field(default="redraft", description="Inference backend: 'redraft' (this project's diffusion "
+                         "engine, every task kind) or 'vllm' (an autoregressive Hugging Face model served by vLLM in "
+                         "the same job; task.kind 'generate' or 'rewrite'; needs pip install 'redraft[vllm]'). With "
+                         "'vllm', sampling.max_new_tokens, ignore_eos and seed apply, the denoising settings "
+                         "(max_denoising_steps, entropy_bound, t_max, t_min, stability_threshold, "
+                         "confidence_threshold, fixed_steps) are ignored, and engine.vllm.* holds the rest.")
+    checkpoint: str = Field(description="Local directory of a checkpoint in the Hugging Face layout (config.json, "
+                            "*.safetensors, tokenizer.json): DiffusionGemma for 'redraft', a vLLM-supported "
+                            "autoregressive model for 'vllm'; must exist on every worker node.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="'auto': CUDA when the worker was given a GPU, else CPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weight and activation dtype; 'auto': bfloat16 on CUDA, float32 on CPU.")
+    quantization: Literal["none", "int8", "fp8"] = Field(
+        default="none", description="Routed-expert weights (90% of the model) stored at one byte each with "
+        "per-channel scales: 'int8' (any device; saves memory), 'fp8' (FP8 tensor cores on Hopper GPUs, elsewhere "
+        "dequantized per call like int8). Outputs differ slightly from 'none'.")
+
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the 'vllm' backend.")
 
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value):
-        if value == "vllm":
-            raise ValueError("'vllm' is reserved for a later release; only 'redraft' is available now")
-        if value != "redraft":
-            raise ValueError(f"unknown backend {value!r}; only 'redraft' is available")
+        if value not in ("redraft", "vllm"):
+            raise ValueError(f"unknown backend {value!r}; choose 'redraft' or 'vllm'")
         return value
 
 
@@ -154,7 +306,13 @@ class SamplingConfig(_Model):
 
 
 class WorkersConfig(_Model):
-    batch_size: int = Field(default=32, ge=1, le=100_000, description="Rows per engine call (per actor batch).")
+    batch_size: int = Field(default=128, ge=1, le=100_000, description="Rows per engine call (per actor batch; "
+                            "also the unit that is saved for resume). Keep it a few times max_inflight so that rows "
+                            "are waiting to take the place of finished ones.")
+    max_inflight: int = Field(default=32, ge=1, le=4096, description="Canvases each actor denoises together "
+                              "(step-level continuous batching): the batch's rows queue, and a row takes a finished "
+                              "row's place in the decoder batch at once. Larger uses the GPU better and needs more "
+                              "memory (about one fp32 [max_inflight, canvas_length, vocab] logits tensor per step).")
     concurrency: int | list[int] | None = Field(
         default=None, description="Engine actors: a number, or [min, max] to autoscale. Default: one per GPU "
         "on GPU clusters, 1 on CPU-only clusters.")
@@ -205,11 +363,29 @@ class JobConfig(_Model):
     workers: WorkersConfig = Field(default_factory=WorkersConfig, description="Ray actor pool settings.")
     job: JobSettings = Field(default_factory=JobSettings, description="Job-level settings.")
 
+    @field_validator("engine")
+    @classmethod
+    def _backend_runs_task(cls, engine, info):
+        task = info.data.get("task")
+        if engine.backend == "vllm" and task is not None and task.kind not in VLLM_TASK_KINDS:
+            raise ValueError(f".backend: 'vllm' runs an autoregressive model, which cannot do task.kind "
+                             f"{task.kind!r} (it needs redraft's bidirectional canvas); use engine.backend 'redraft' "
+                             f"or task.kind {' or '.join(map(repr, VLLM_TASK_KINDS))}")
+        if engine.backend == "vllm" and engine.quantization != "none":
+            raise ValueError(".quantization: redraft's expert quantization is for engine.backend 'redraft'; for "
+                             "'vllm' set engine.vllm.engine_kwargs.quantization")
+        return engine
+
     def output_storage(self) -> StorageConfig:
         return self.output.storage if self.output.storage is not None else self.input.storage
 
     def sampling_params(self):
-        """The engine's ``SamplingParams`` for this job (the one place config becomes engine dataclasses)."""
+        """The engine's ``SamplingParams`` for this job (the one place config becomes engine dataclasses); for
+        engine.backend 'vllm', a ``workers.vllm_worker.VLLMSampling``."""
+        if self.engine.backend == "vllm":
+            from workers.vllm_worker import vllm_sampling
+
+            return vllm_sampling(self)
         from engine import SamplingParams
 
         return SamplingParams(**self.sampling.model_dump())
@@ -224,7 +400,8 @@ class JobConfig(_Model):
             "input": self.input.model_dump(include={"path", "format", "id_column", "text_column"}),
             "output.rows_per_file": self.output.rows_per_file,
             "task": self.task.model_dump(),
-            "engine": self.engine.model_dump(include={"backend", "checkpoint", "dtype"}),
+            "engine": self.engine.model_dump(include={"backend", "checkpoint", "dtype", "quantization"}
+                                             | ({"vllm"} if self.engine.backend == "vllm" else set())),
             "sampling": self.sampling.model_dump(),
         }
 
@@ -300,7 +477,7 @@ def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
         if not nested:
             return []
         model = nested[0]
-    return list(model.model_fields)
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _num(value) -> str:
@@ -337,7 +514,8 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
         return f"{where}: {phrases[kind]()}{got}"
     if kind == "value_error":
         msg = str(ctx.get("error", error["msg"]))
-        return f"{where}: {msg}"
+        # a message starting with '.' continues the path (e.g. '.schema.properties.age: ...' under 'task')
+        return f"{where}{msg}" if msg.startswith(".") else f"{where}: {msg}"
     return f"{where}: {error['msg']}{got}"
 
 
@@ -379,7 +557,7 @@ def describe_fields(model: type[BaseModel] = JobConfig, prefix: str = "") -> lis
     """``(key.path, default, description)`` for every leaf field, for ``--help`` and docs."""
     rows = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"
         ann = field.annotation
         args = getattr(ann, "__args__", ()) or (ann,)
         nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]

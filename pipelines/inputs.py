@@ -7,7 +7,9 @@ fixed by the input alone, so a rerun cuts the same shards and finds its own earl
 
 Every row read gets a string id (the id column's value, or ``<file relative to the input root>:<row>``), its
 text (a string or null), and ``__input_error`` when the row cannot be used as it stands (not valid JSON, text
-not a string, no id); the worker turns those into error rows, so bad rows never stop the read.
+not a string, no id); the worker turns those into error rows, so bad rows never stop the read. Tasks that read
+more columns (infill's prefix and suffix, edit's spans) get them as one JSON object per row in ``__extra``, with
+their values as read (the task checks their types, so a wrong type is an error row naming the column).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ READ_SCHEMA = pa.schema([
     ("__id", pa.string()), ("__text", pa.string()), ("__input_error", pa.string()),
     ("__shard", pa.string()), ("__row", pa.int64()),
 ])
+EXTRA_FIELD = pa.field("__extra", pa.string())
 _CHUNK = 1 << 20
 
 
@@ -162,7 +165,19 @@ def iter_lines(stream):
         yield offset, rest
 
 
-def _count_parquet(loc: Location, path: str, cfg: InputConfig) -> int:
+def read_schema(extra: tuple[str, ...]) -> pa.Schema:
+    """The read schema: ``READ_SCHEMA``, plus ``__extra`` when the task reads extra columns."""
+    return READ_SCHEMA.append(EXTRA_FIELD) if extra else READ_SCHEMA
+
+
+def _needed(cfg: InputConfig, columns: dict[str, str], read_text: bool) -> list[tuple[str, str]]:
+    """``(config field, column)`` for every column a file must have."""
+    need = [("input.text_column", cfg.text_column)] if read_text else []
+    need += [("input.id_column", cfg.id_column)] if cfg.id_column is not None else []
+    return need + list(columns.items())
+
+
+def _count_parquet(loc: Location, path: str, cfg: InputConfig, need: list[tuple[str, str]]) -> int:
     try:
         with loc.fs.open_input_file(path) as f:
             pf = pq.ParquetFile(f)
@@ -170,10 +185,9 @@ def _count_parquet(loc: Location, path: str, cfg: InputConfig) -> int:
             num_rows = pf.metadata.num_rows
     except (OSError, pa.ArrowInvalid) as err:
         raise InputPlanError(f"input.path: cannot read Parquet file {loc.display(path)}: {err}") from None
-    for key, col in (("text_column", cfg.text_column), ("id_column", cfg.id_column)):
-        if col is not None and col not in names:
-            raise InputPlanError(f"input.{key}: column {col!r} is not in {loc.display(path)} "
-                                 f"(columns: {', '.join(names)})")
+    for key, col in need:
+        if col not in names:
+            raise InputPlanError(f"{key}: column {col!r} is not in {loc.display(path)} (columns: {', '.join(names)})")
     return num_rows
 
 
@@ -192,7 +206,7 @@ def _count_jsonl(loc: Location, path: str, rows_per_file: int) -> tuple[int, tup
     return rows, tuple(offsets)
 
 
-def _check_jsonl_columns(loc: Location, f: InputFile, cfg: InputConfig, sample: int = 100) -> None:
+def _check_jsonl_columns(loc: Location, f: InputFile, need: list[tuple[str, str]], sample: int = 100) -> None:
     """Fail fast when no row among the first ``sample`` has the configured columns (a misspelt column)."""
     seen: set[str] = set()
     with loc.fs.open_input_stream(f.path) as stream:
@@ -211,17 +225,19 @@ def _check_jsonl_columns(loc: Location, f: InputFile, cfg: InputConfig, sample: 
                 break
     if not seen:
         return
-    for key, col in (("text_column", cfg.text_column), ("id_column", cfg.id_column)):
-        if col is not None and col not in seen:
-            raise InputPlanError(f"input.{key}: no field {col!r} in the first rows of {loc.display(f.path)} "
+    for key, col in need:
+        if col not in seen:
+            raise InputPlanError(f"{key}: no field {col!r} in the first rows of {loc.display(f.path)} "
                                  f"(fields: {', '.join(sorted(seen))})")
 
 
-def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int,
-                previous: list[dict] | None = None) -> list[InputFile]:
+def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int, previous: list[dict] | None = None,
+                columns: dict[str, str] | None = None, read_text: bool = True) -> list[InputFile]:
     """List and count the input files. Files unchanged (same path and size) since ``previous`` (a manifest's
-    file list) reuse its counts, so resuming does not rescan JSON Lines input."""
+    file list) reuse its counts, so resuming does not rescan JSON Lines input. ``columns``: the task's extra
+    columns by the config field naming each; ``read_text=False``: the task does not read the text column."""
     listed = list_inputs(loc, cfg.format)
+    need = _needed(cfg, columns or {}, read_text)
     known = {(p["path"], p["size"]): p for p in (previous or [])}
 
     def count(item):
@@ -230,7 +246,7 @@ def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int,
         if prev is not None and prev["format"] == fmt:
             return InputFile.from_dict({**prev, "index": i, "name": name})
         if fmt == "parquet":
-            return InputFile(i, info.path, name, fmt, info.size, _count_parquet(loc, info.path, cfg))
+            return InputFile(i, info.path, name, fmt, info.size, _count_parquet(loc, info.path, cfg, need))
         rows, offsets = _count_jsonl(loc, info.path, rows_per_file)
         return InputFile(i, info.path, name, fmt, info.size, rows, offsets)
 
@@ -238,7 +254,7 @@ def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int,
         files = list(pool.map(count, enumerate(listed)))
     jsonl = [f for f in files if f.format == "jsonl" and f.num_rows]
     if jsonl and not previous:
-        _check_jsonl_columns(loc, jsonl[0], cfg)
+        _check_jsonl_columns(loc, jsonl[0], need)
     return files
 
 
@@ -250,11 +266,25 @@ def _id_of(value) -> str | None:
     return str(value)
 
 
-def _rows_table(shard: Shard, rows: list[int], ids: list, texts: list, errors: list) -> pa.Table:
-    return pa.table({
-        "__id": ids, "__text": texts, "__input_error": errors,
-        "__shard": [shard.key] * len(rows), "__row": rows,
-    }, schema=READ_SCHEMA)
+def _rows_table(shard: Shard, rows: list[int], ids: list, texts: list, errors: list,
+                extras: list | None = None) -> pa.Table:
+    cols = {"__id": ids, "__text": texts, "__input_error": errors, "__shard": [shard.key] * len(rows), "__row": rows}
+    if extras is None:
+        return pa.table(cols, schema=READ_SCHEMA)
+    return pa.table({**cols, "__extra": extras}, schema=read_schema(("extra",)))
+
+
+def _extra_json(values: dict) -> tuple[str | None, str | None]:
+    """The row's extra column values as JSON text, or an error naming a column whose value JSON cannot hold."""
+    try:
+        return json.dumps(values, ensure_ascii=False, allow_nan=False), None
+    except (TypeError, ValueError):
+        for col, value in values.items():
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                return None, f"column {col!r} holds a {type(value).__name__} value, not text, a number or a list"
+        raise
 
 
 def _finish_row(shard: Shard, row: int, raw_id, has_id_col: bool, id_column: str | None):
@@ -268,8 +298,10 @@ def _finish_row(shard: Shard, row: int, raw_id, has_id_col: bool, id_column: str
     return rid, None
 
 
-def read_parquet_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int]) -> pa.Table:
-    cols = [cfg.text_column] + ([cfg.id_column] if cfg.id_column and cfg.id_column != cfg.text_column else [])
+def read_parquet_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int],
+                       extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+    cols = ([cfg.text_column] if read_text else []) + ([cfg.id_column] if cfg.id_column else []) + list(extra)
+    cols = list(dict.fromkeys(cols))
     with loc.fs.open_input_file(shard.file.path) as f:
         pf = pq.ParquetFile(f)
         groups, first, seen = [], None, 0
@@ -281,34 +313,44 @@ def read_parquet_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: froz
             seen += n
         table = pf.read_row_groups(groups, columns=cols) if groups else pf.schema_arrow.empty_table().select(cols)
     table = table.slice(shard.start - (first or 0), shard.num_rows)
-    text_col = table.column(cfg.text_column)
-    text_type = text_col.type
-    if pa.types.is_dictionary(text_type):
-        text_col, text_type = text_col.cast(text_type.value_type), text_type.value_type
-    string_like = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or \
-        pa.types.is_string_view(text_type) or pa.types.is_null(text_type)
-    texts = text_col.cast(pa.string()).to_pylist() if string_like else [None] * table.num_rows
-    # a non-string text column makes every non-null row an error (null rows still say 'text is null')
-    type_errors = [None] * table.num_rows if string_like else [
-        f"text column {cfg.text_column!r} holds {text_type}, not strings" if v else None
-        for v in text_col.is_valid().to_pylist()]
+    texts, type_errors = [None] * table.num_rows, [None] * table.num_rows
+    if read_text:
+        text_col = table.column(cfg.text_column)
+        text_type = text_col.type
+        if pa.types.is_dictionary(text_type):
+            text_col, text_type = text_col.cast(text_type.value_type), text_type.value_type
+        string_like = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or \
+            pa.types.is_string_view(text_type) or pa.types.is_null(text_type)
+        if string_like:
+            texts = text_col.cast(pa.string()).to_pylist()
+        else:  # a non-string text column makes every non-null row an error (null rows still say 'text is null')
+            type_errors = [f"text column {cfg.text_column!r} holds {text_type}, not strings" if v else None
+                           for v in text_col.is_valid().to_pylist()]
     raw_ids = table.column(cfg.id_column).to_pylist() if cfg.id_column else [None] * table.num_rows
-    rows, ids, out_texts, errors = [], [], [], []
+    extra_values = {c: _decoded(table.column(c)).to_pylist() for c in extra}
+    rows, ids, out_texts, errors, extras = [], [], [], [], []
     for k in range(table.num_rows):
         row = shard.start + k
         if row in skip:
             continue
         rid, id_error = _finish_row(shard, row, raw_ids[k], cfg.id_column is not None, cfg.id_column)
+        extra_json, extra_error = _extra_json({c: v[k] for c, v in extra_values.items()}) if extra else (None, None)
         rows.append(row)
         ids.append(rid)
         out_texts.append(texts[k])
-        errors.append(type_errors[k] or id_error)
-    return _rows_table(shard, rows, ids, out_texts, errors)
+        errors.append(type_errors[k] or id_error or extra_error)
+        extras.append(extra_json)
+    return _rows_table(shard, rows, ids, out_texts, errors, extras if extra else None)
 
 
-def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int],
-                     offset: int) -> pa.Table:
-    rows, ids, texts, errors = [], [], [], []
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded column as plain values."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], offset: int,
+                     extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+    rows, ids, texts, errors, extras = [], [], [], [], []
     row = shard.start
     with loc.fs.open_input_file(shard.file.path) as f:
         f.seek(offset)
@@ -320,7 +362,7 @@ def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozen
             this, row = row, row + 1
             if this in skip:
                 continue
-            text, raw_id, error = None, None, None
+            text, raw_id, error, extra_json = None, None, None, None
             try:
                 obj = json.loads(line)
             except UnicodeDecodeError:
@@ -332,32 +374,38 @@ def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozen
             elif error is None:
                 raw_id = obj.get(cfg.id_column) if cfg.id_column else None
                 value = obj.get(cfg.text_column)
-                if cfg.text_column not in obj:
-                    error = f"row has no field {cfg.text_column!r}"
-                elif value is not None and not isinstance(value, str):
+                missing = [c for c in ([cfg.text_column] if read_text else []) + list(extra) if c not in obj]
+                if missing:
+                    error = f"row has no field {missing[0]!r}"
+                elif read_text and value is not None and not isinstance(value, str):
                     error = f"text field {cfg.text_column!r} holds a JSON {type(value).__name__}, not a string"
                 else:
-                    text = value
+                    text = value if read_text else None
+                    extra_json = json.dumps({c: obj[c] for c in extra}, ensure_ascii=False) if extra else None
             rid, id_error = _finish_row(shard, this, raw_id, cfg.id_column is not None, cfg.id_column)
             rows.append(this)
             ids.append(rid)
             texts.append(text)
             errors.append(error or id_error)
+            extras.append(extra_json)
     if row < shard.end:
         raise StorageError(f"{loc.display(shard.file.path)} has fewer rows than when the job was planned "
                            f"(expected {shard.end}, found {row}); the input changed during the job")
-    return _rows_table(shard, rows, ids, texts, errors)
+    return _rows_table(shard, rows, ids, texts, errors, extras if extra else None)
 
 
-def read_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], rows_per_file: int) -> pa.Table:
+def read_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], rows_per_file: int,
+               extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+    """One shard's rows (``READ_SCHEMA``; with ``extra`` columns, ``read_schema(extra)``)."""
     if shard.file.format == "parquet":
-        return read_parquet_shard(loc, shard, cfg, skip)
-    return read_jsonl_shard(loc, shard, cfg, skip, shard_offset(shard, rows_per_file))
+        return read_parquet_shard(loc, shard, cfg, skip, extra, read_text)
+    return read_jsonl_shard(loc, shard, cfg, skip, shard_offset(shard, rows_per_file), extra, read_text)
 
 
 def make_datasource(loc: Location, shards: list[Shard], cfg: InputConfig, done_rows: dict[str, set[int]],
-                    rows_per_file: int):
-    """A Ray Data datasource with one read task per shard, skipping rows already done."""
+                    rows_per_file: int, extra: tuple[str, ...] = (), read_text: bool = True):
+    """A Ray Data datasource with one read task per shard, skipping rows already done. ``extra``, ``read_text``:
+    the task's extra columns and whether it reads the text column (``Task.extra_columns``, ``Task.reads_text``)."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
@@ -377,9 +425,9 @@ def make_datasource(loc: Location, shards: list[Shard], cfg: InputConfig, done_r
                                      input_files=[loc.display(s.file.path)])
 
                 def read(s=s, skip=skip):
-                    return [read_shard(loc, s, cfg, skip, rows_per_file)]
+                    return [read_shard(loc, s, cfg, skip, rows_per_file, extra, read_text)]
 
-                tasks.append(ReadTask(read, meta, schema=READ_SCHEMA, per_task_row_limit=per_task_row_limit))
+                tasks.append(ReadTask(read, meta, schema=read_schema(extra), per_task_row_limit=per_task_row_limit))
             return tasks
 
     return ShardDatasource()

@@ -170,7 +170,7 @@ def compact_shard(loc: Location, key: str, start: int, end: int) -> dict:
 def read_results(loc: Location, keys: list[str]) -> pa.Table:
     """The figures the summary needs, from every part file (not the text)."""
     layout = OutputLayout(loc)
-    cols = ["status", "error", "num_output_tokens", "num_passes", "tokens_per_pass"]
+    cols = ["status", "error", "num_output_tokens", "num_passes", "tokens_per_pass", "seconds"]
     with ThreadPoolExecutor(max_workers=16) as pool:
         tables = list(pool.map(lambda k: loc.read_parquet(layout.part_path(k), columns=cols), keys))
     if not tables:

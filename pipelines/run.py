@@ -60,12 +60,21 @@ def check_checkpoint(cfg: JobConfig) -> None:
         raise JobError(f"{where}: directory not found (it must exist on every worker node)")
     if not path.is_dir():
         raise JobError(f"{where}: not a directory")
-    try:
-        DiffusionGemmaConfig.from_dir(path)
-    except CheckpointError as err:
-        raise JobError(f"engine.checkpoint: {err}") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise JobError(f"engine.checkpoint: {path}/config.json is not a DiffusionGemma config ({err})") from None
+    if cfg.engine.backend == "vllm":
+        from workers.vllm_worker import check_vllm_installed, model_max_len
+
+        try:
+            check_vllm_installed()
+            model_max_len(path, cfg.engine.vllm.max_model_len)
+        except (ImportError, ValueError) as err:
+            raise JobError(f"engine.checkpoint: {err}" if isinstance(err, ValueError) else str(err)) from None
+    else:
+        try:
+            DiffusionGemmaConfig.from_dir(path)
+        except CheckpointError as err:
+            raise JobError(f"engine.checkpoint: {err}") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise JobError(f"engine.checkpoint: {path}/config.json is not a DiffusionGemma config ({err})") from None
     if not (path / "tokenizer.json").is_file():
         raise JobError(f"{where}: no tokenizer.json (text tasks need the checkpoint's tokenizer)")
     shards = sorted(path.glob("*.safetensors"))
@@ -197,7 +206,8 @@ def run_job(cfg: JobConfig) -> JobResult:
                        "_redraft/manifest.json, so they cannot be resumed safely. Use another output.path, or set "
                        "job.resume=false to delete them and start over.")
     try:
-        files = plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None)
+        files = plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
+                            task.extra_columns(), task.reads_text)
     except StorageError as err:
         raise JobError(f"input.path: {err}") from None
     except InputPlanError as err:
@@ -249,8 +259,14 @@ def run_job(cfg: JobConfig) -> JobResult:
 
 
 def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
-    """The actor pool: one ``RedraftBatchWorker`` (one engine) per actor."""
+    """The actor pool: one ``RedraftBatchWorker`` (one engine) per actor; for engine.backend 'vllm', Ray's vLLM
+    processor (``workers.vllm_worker``)."""
     from ray.data import ActorPoolStrategy
+
+    if cfg.engine.backend == "vllm":
+        from workers.vllm_worker import vllm_stage
+
+        return vllm_stage(ds, cfg, task, params, res)
 
     c = res["concurrency"]
     pool = ActorPoolStrategy(min_size=c[0], max_size=c[1]) if isinstance(c, tuple) else ActorPoolStrategy(size=c)
@@ -258,8 +274,10 @@ def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
         RedraftBatchWorker, batch_size=cfg.workers.batch_size, batch_format="pyarrow",
         fn_constructor_kwargs=dict(
             checkpoint=str(Path(cfg.engine.checkpoint).expanduser().resolve()), task=task, params=params,
-            device=cfg.engine.device, dtype=cfg.engine.dtype, max_input_chars=cfg.task.max_input_chars,
-            num_threads=max(1, int(res["num_cpus"])), job_name=cfg.job.name),
+            device=cfg.engine.device, dtype=cfg.engine.dtype, quantization=cfg.engine.quantization,
+            max_input_chars=cfg.task.char_limit(),
+            num_threads=max(1, int(res["num_cpus"])), job_name=cfg.job.name,
+            max_inflight=cfg.workers.max_inflight),
         compute=pool, num_gpus=res["num_gpus"], num_cpus=res["num_cpus"],
         max_restarts=cfg.workers.max_restarts, max_task_retries=cfg.workers.max_task_retries,
         udf_modifying_row_count=False)
@@ -287,7 +305,8 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
             submit(key)
     counts = Counter()
     if to_read:
-        source = make_datasource(in_loc, to_read, cfg.input, staged, cfg.output.rows_per_file)
+        source = make_datasource(in_loc, to_read, cfg.input, staged, cfg.output.rows_per_file,
+                                 tuple(task.extra_columns().values()), task.reads_text)
         ds = ray.data.read_datasource(source, num_cpus=0.25)
         with warnings.catch_warnings():
             # Ray 2.60 deprecates free-form remote args, but max_restarts / max_task_retries have no named
@@ -326,10 +345,12 @@ def _summarize(cfg, out_loc, shards, this_run: Counter, rows_resumed: int, wall:
     ok_rows = table.filter(ok_mask)
     tokens = pc.sum(ok_rows.column("num_output_tokens")).as_py() or 0
     mean_tpp = pc.mean(ok_rows.column("tokens_per_pass")).as_py() if rows_ok else 0.0
+    mean_seconds = pc.mean(ok_rows.column("seconds")).as_py() if rows_ok else 0.0
     errors = Counter(table.filter(pc.invert(ok_mask)).column("error").to_pylist())
     run_tokens = this_run.get("output_tokens", 0)
     return {
         "job": cfg.job.name,
+        "task": cfg.task.kind,
         "rows_total": rows_total,
         "rows_ok": rows_ok,
         "rows_error": rows_total - rows_ok,
@@ -341,6 +362,7 @@ def _summarize(cfg, out_loc, shards, this_run: Counter, rows_resumed: int, wall:
         "output_tokens_this_run": run_tokens,
         "tokens_per_second": run_tokens / wall if wall > 0 else 0.0,
         "mean_tokens_per_pass": mean_tpp or 0.0,
+        "mean_seconds_per_row": mean_seconds or 0.0,
         "wall_seconds": wall,
         "started_at": started_at,
         "finished_at": _now(),
@@ -356,6 +378,7 @@ def format_summary(summary: dict) -> str:
     """The summary as a small table for the terminal."""
     pct = lambda x: f"{x:.1%}"  # noqa: E731
     rows = [
+        ("task", summary["task"]),
         ("rows", f"{summary['rows_total']:,}"),
         ("ok", f"{summary['rows_ok']:,}"),
         ("error", f"{summary['rows_error']:,} ({pct(summary['error_fraction'])}; "
@@ -365,6 +388,7 @@ def format_summary(summary: dict) -> str:
         ("output tokens", f"{summary['output_tokens']:,}"),
         ("tokens / second", f"{summary['tokens_per_second']:,.1f} (this run)"),
         ("mean tokens / pass", f"{summary['mean_tokens_per_pass']:.2f}"),
+        ("mean seconds / row", f"{summary['mean_seconds_per_row']:,.2f} (engine time of ok rows)"),
         ("wall time", f"{summary['wall_seconds']:,.1f} s"),
         ("output", f"{summary['output_path']} ({summary['output_files']} files + summary.json)"),
     ]

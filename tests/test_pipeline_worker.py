@@ -152,6 +152,21 @@ def test_real_engine_rows_and_batch_independence(real_worker, tiny_engine):
     assert alone["output"] == together[1]["output"]  # a row's output does not depend on its batch
 
 
+def test_max_inflight_queues_rows_without_changing_them(real_worker, tiny_checkpoint):
+    """``workers.max_inflight`` below the batch size: rows queue behind a full decoder batch (continuous
+    batching) and every output stays the same."""
+    texts = ["def main():", "The weather today", "import os", "x = 1", "class A:"]
+    reference = real_worker(batch(texts)).to_pylist()
+    from workers.batch import load_engine
+
+    queued = RedraftBatchWorker(str(tiny_checkpoint), build_task(TaskConfig()), PARAMS, max_input_chars=100,
+                                engine_loader=lambda *a: load_engine(str(tiny_checkpoint), "cpu", "float32"),
+                                max_inflight=2)
+    assert queued.engine.max_inflight == 2
+    out = queued(batch(texts)).to_pylist()
+    assert [(r["output"], r["num_passes"]) for r in out] == [(r["output"], r["num_passes"]) for r in reference]
+
+
 def test_real_engine_over_long_prompt_is_an_error_row(real_worker, tiny_engine):
     long_text = " x" * (tiny_engine.max_prompt_tokens + 10)
     rows = real_worker(batch([long_text, "hello"])).to_pylist()

@@ -5,12 +5,14 @@ position (``__shard``, ``__row``). Bad rows (null, empty, non-string, too long, 
 ``status='error'`` rows with a message; only a broken engine (it cannot be loaded) raises.
 
 Input columns (see ``pipelines.inputs.READ_SCHEMA``): ``__id``, ``__text``, ``__input_error``, ``__shard``,
-``__row``. Output columns: ``OUTPUT_SCHEMA`` plus ``__shard`` and ``__row``.
+``__row``, and ``__extra`` (the task's extra input columns as a JSON object) for tasks that read more than the
+text. Output columns: ``OUTPUT_SCHEMA`` plus ``__shard`` and ``__row``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 
@@ -43,8 +45,10 @@ def row_seed(base_seed: int, row_id: str) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
-def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_threads: int | None = None):
-    """Load the redraft engine for one actor. ``device='auto'``: CUDA when this actor was given a GPU."""
+def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_threads: int | None = None,
+                quantization: str = "none"):
+    """Load the redraft engine for one actor. ``device='auto'``: CUDA when this actor was given a GPU;
+    ``quantization``: ``none``, ``int8`` or ``fp8`` expert weights (``engine/quantize.py``)."""
     import torch
 
     from engine import DiffusionEngine
@@ -55,7 +59,7 @@ def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_
         dtype = "bfloat16" if device == "cuda" else "float32"
     if device == "cpu" and num_threads:
         torch.set_num_threads(num_threads)
-    return DiffusionEngine.from_pretrained(checkpoint, device=device, dtype=dtype)
+    return DiffusionEngine.from_pretrained(checkpoint, device=device, dtype=dtype, quantization=quantization)
 
 
 class RedraftBatchWorker:
@@ -63,20 +67,23 @@ class RedraftBatchWorker:
 
     Args:
         checkpoint: local checkpoint directory.
-        task: a ``pipelines.tasks.Task`` (prepare / prompt_tokens / generate / output).
+        task: a ``pipelines.tasks.Task`` (prepare_row / prompt_tokens / generate / output).
         params: the engine's ``SamplingParams``.
         device, dtype: as in the job config (``auto`` resolved here, on the actor).
         max_input_chars: rows with longer text become error rows.
         num_threads: torch threads on CPU (the actor's CPU share).
-        engine_loader: ``(checkpoint, device, dtype, num_threads) -> engine``; tests pass a fake.
+        quantization: the job's ``engine.quantization`` (``none``, ``int8``, ``fp8``).
+        engine_loader: ``(checkpoint, device, dtype, num_threads, quantization) -> engine``; tests pass a fake.
         job_name: tags this worker's Ray metrics (``redraft_*``), with the model name.
     """
 
     def __init__(self, checkpoint: str, task, params, device: str = "auto", dtype: str = "auto",
                  max_input_chars: int = 20_000, num_threads: int | None = None, engine_loader=None,
-                 job_name: str = ""):
+                 job_name: str = "", quantization: str = "none", max_inflight: int | None = None):
         loader = engine_loader or load_engine
-        self.engine = loader(checkpoint, device, dtype, num_threads)
+        self.engine = loader(checkpoint, device, dtype, num_threads, quantization)
+        if max_inflight is not None:
+            self.engine.max_inflight = max_inflight  # the batch's rows queue behind this many canvases in flight
         self.task = task
         self.params = params
         self.max_input_chars = max_input_chars
@@ -85,24 +92,28 @@ class RedraftBatchWorker:
         self.metric_tags = metric_tags(job=job_name, model=self.model)
 
     # ------------------------------------------------------------------------------------------- rows
-    def _check(self, text, input_error) -> tuple[str | None, str | None]:
-        """``(prompt, None)`` for a usable row, ``(None, message)`` for a bad one."""
+    def _check(self, text, columns: dict, input_error) -> tuple[object, str | None]:
+        """``(prompt, None)`` for a usable row, ``(None, message)`` for a bad one. ``columns``: the row's values of
+        the task's extra input columns (infill's prefix and suffix, edit's spans)."""
         if input_error:
             return None, input_error
-        if text is None:
-            return None, "text is null"
-        if not isinstance(text, str):
-            return None, f"text is a {type(text).__name__}, not a string"
-        if not text.strip():
-            return None, "text is empty"
-        if len(text) > self.max_input_chars:
-            return None, f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
+        if self.task.reads_text:
+            if text is None:
+                return None, "text is null"
+            if not isinstance(text, str):
+                return None, f"text is a {type(text).__name__}, not a string"
+            if not text.strip():
+                return None, "text is empty"
+            if len(text) > self.max_input_chars:
+                return None, f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
         try:
-            prompt = self.task.prepare(text)
+            prompt = self.task.prepare_row(text, columns)
         except ValueError as err:
             return None, str(err)
         try:
             n = self.task.prompt_tokens(self.engine, prompt)
+        except ValueError as err:  # the task rejects the row once it sees its tokens (a span that cannot fit)
+            return None, str(err)
         except Exception as err:  # noqa: BLE001 - a tokenizer failure is this row's problem
             return None, f"cannot tokenize the prompt: {type(err).__name__}: {err}"
         limit = self.engine.max_prompt_tokens
@@ -129,10 +140,11 @@ class RedraftBatchWorker:
         ids = batch.column("__id").to_pylist()
         texts = batch.column("__text").to_pylist()
         input_errors = batch.column("__input_error").to_pylist()
+        extras = batch.column("__extra").to_pylist() if "__extra" in batch.column_names else [None] * len(ids)
         answers: list = [None] * len(ids)  # GenerationResult or error message
         todo, prompts = [], []
-        for i, (text, input_error) in enumerate(zip(texts, input_errors)):
-            prompt, error = self._check(text, input_error)
+        for i, (text, extra, input_error) in enumerate(zip(texts, extras, input_errors)):
+            prompt, error = self._check(text, json.loads(extra) if extra else {}, input_error)
             if error is not None:
                 answers[i] = error
             else:

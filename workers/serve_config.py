@@ -38,6 +38,9 @@ class ServeEngineConfig(_Model):
                                                    "was given a GPU, else CPU.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="'auto': bfloat16 on CUDA, float32 on CPU.")
+    quantization: Literal["none", "int8", "fp8"] = Field(
+        default="none", description="Routed-expert weights at one byte each: 'int8' (saves memory) or 'fp8' (FP8 "
+        "tensor cores on Hopper GPUs); as engine.quantization of a job.")
 
 
 class HttpConfig(_Model):

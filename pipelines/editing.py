@@ -1,0 +1,352 @@
+"""Infill, span edits and long documents: span checks, clamped layouts, windows, and exact reassembly.
+
+Why this shape: a diffusion model denoises a whole canvas at once and sees both sides of it, so a hole to fill
+is a run of ``FREE`` positions between clamped tokens (``DiffusionEngine.denoise_canvases``). The text outside
+the holes never comes back from the model: the output is assembled from slices of the input string and the
+decoded fills, so every character outside the spans is identical to the input by construction (never a
+re-decode of clamped tokens, which would not round-trip for every tokenizer and every Unicode string).
+
+Long documents go window by window. A window is one or more holes with the text between them clamped, followed
+by as much clamped text after its last hole as its last canvas holds (the right-hand context the free positions
+attend to). Before it, as causal context, comes the already edited text that ends at the window's first hole,
+at most ``context_tokens`` tokens of it. The windows of one document run in order, each seeing the edits before
+it; the windows of different documents in a batch run together, one engine call per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+from engine import FREE, GenerationResult
+
+# A token covers at most about this many characters: text is sliced to this bound before it is tokenized, so a
+# 100k-character document is never tokenized whole to find the tokens next to a window.
+CHARS_PER_TOKEN = 16
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+# ------------------------------------------------------------------------------------------------ row inputs
+
+def parse_spans(value, length: int) -> list[tuple[int, int]]:
+    """Check a row's ``spans`` value: a list of ``[start, end)`` pairs of character offsets (Python string
+    indices) into a text of ``length`` characters, sorted, not overlapping; ``start == end`` is an insertion point.
+
+    Raises:
+        ValueError: naming the first bad span (wrong type, reversed, out of range, overlapping, unsorted).
+    """
+    if value is None:
+        raise ValueError("spans is null; expected a list of [start, end) pairs")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"spans is a {type(value).__name__}; expected a list of [start, end) pairs")
+    spans: list[tuple[int, int]] = []
+    for i, pair in enumerate(value):
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+            raise ValueError(f"span {i} ({pair!r}): expected a [start, end) pair of integers")
+        start, end = pair
+        if start > end:
+            raise ValueError(f"span {i} [{start}, {end}): reversed (start > end)")
+        if start < 0 or end > length:
+            raise ValueError(f"span {i} [{start}, {end}): out of range for a text of {length} characters")
+        before = f"span {i - 1} [{spans[-1][0]}, {spans[-1][1]})" if spans else ""
+        if spans and start < spans[-1][0]:
+            raise ValueError(f"span {i} [{start}, {end}): starts before {before}; spans must be sorted by start")
+        if spans and start < spans[-1][1]:
+            raise ValueError(f"span {i} [{start}, {end}): overlaps {before}")
+        spans.append((start, end))
+    return spans
+
+
+def spans_from_markers(text: str, open_marker: str, close_marker: str) -> tuple[str, list[tuple[int, int]]]:
+    """Spans marked in the text (``a [[b]] c``) -> the text without markers and the spans' offsets into it.
+
+    Raises:
+        ValueError: a marker without its partner, or a nested open marker, naming its character offset.
+    """
+    parts, spans, pos, out_len = [], [], 0, 0
+    while True:
+        opened, closed = text.find(open_marker, pos), text.find(close_marker, pos)
+        if closed != -1 and (opened == -1 or closed < opened):
+            raise ValueError(f"close marker {close_marker!r} at character {closed} has no open marker before it")
+        if opened == -1:
+            break
+        inner_start = opened + len(open_marker)
+        closed = text.find(close_marker, inner_start)
+        if closed == -1:
+            raise ValueError(f"open marker {open_marker!r} at character {opened} is never closed")
+        nested = text.find(open_marker, inner_start, closed)
+        if nested != -1:
+            raise ValueError(f"open marker {open_marker!r} at character {nested} is inside the span opened at "
+                             f"character {opened}; spans cannot nest")
+        parts.append(text[pos:opened])
+        start = out_len + opened - pos
+        parts.append(text[inner_start:closed])
+        out_len = start + closed - inner_start
+        spans.append((start, out_len))
+        pos = closed + len(close_marker)
+    parts.append(text[pos:])
+    return "".join(parts), spans
+
+
+def split_hole(text: str, marker: str) -> tuple[str, str]:
+    """``'a <|fill|> b'`` -> ``('a ', ' b')``. Raises ``ValueError`` unless the marker occurs exactly once."""
+    count = text.count(marker)
+    if count != 1:
+        raise ValueError(f"text holds the hole marker {marker!r} {count} times; infill needs it exactly once")
+    prefix, suffix = text.split(marker)
+    return prefix, suffix
+
+
+def assemble(document: str, spans: list[tuple[int, int]], replacements: list[str]) -> str:
+    """The document with each span replaced: slices of the original between the spans, untouched."""
+    out, cursor = [], 0
+    for (start, end), new in zip(spans, replacements, strict=True):
+        out += [document[cursor:start], new]
+        cursor = end
+    out.append(document[cursor:])
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ windows
+
+def cut_windows(text: str, count_tokens, max_tokens: int) -> list[tuple[int, int]]:
+    """Cut ``text`` into consecutive ``[start, end)`` ranges (together exactly the text) of at most about
+    ``max_tokens`` tokens each, at line ends where possible, else after whitespace, else anywhere.
+
+    ``count_tokens(str) -> int`` is called once per line (and per word of an over-long line), never on the
+    whole text. A window's count is the sum of its pieces' counts (BPE merges rarely cross a line end).
+    """
+    pieces: list[tuple[int, int, int]] = []  # (start, end, tokens)
+
+    def add(start: int, end: int, level: int) -> None:
+        n = count_tokens(text[start:end])
+        if n <= max_tokens or end - start <= 1:
+            pieces.append((start, end, n))
+        elif level == 0:  # an over-long line: its words
+            for m in _WORD.finditer(text, start, end):
+                add(m.start(), m.end(), 1)
+        else:  # an over-long word: halves
+            mid = (start + end) // 2
+            add(start, mid, 1)
+            add(mid, end, 1)
+
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        add(pos, pos + len(line), 0)
+        pos += len(line)
+    windows, start, total = [], 0, 0
+    for p_start, p_end, n in pieces:
+        if total and total + n > max_tokens:
+            windows.append((start, p_start))
+            start, total = p_start, 0
+        total += n
+    if start < len(text) or not windows:
+        windows.append((start, len(text)))
+    return windows
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The seed of a document's ``window``-th engine call: the row's seed for the first, derived for the rest,
+    so a row's output depends only on its own seed."""
+    if window == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:window:{window}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def last_chars(parts: list[str], n: int) -> str:
+    """The last ``n`` characters of ``"".join(parts)`` without joining everything."""
+    out, have = [], 0
+    for part in reversed(parts):
+        if have >= n:
+            break
+        out.append(part)
+        have += len(part)
+    return "".join(reversed(out))[-n:] if n else ""
+
+
+def split_ws(text: str) -> tuple[str, str, str]:
+    """``'  a b \\n'`` -> ``('  ', 'a b', ' \\n')``: a window's own leading and trailing whitespace are kept."""
+    core = text.strip()
+    if not core:
+        return text, "", ""
+    lead = text[:len(text) - len(text.lstrip())]
+    return lead, core, text[len(lead) + len(core):]
+
+
+# ------------------------------------------------------------------------------------------------ edit jobs
+
+@dataclass
+class Hole:
+    """A run of free positions: it replaces ``document[start:end)`` (empty: an insertion) with at most
+    ``budget`` tokens. Spans longer than a window are several adjacent holes."""
+
+    start: int
+    end: int
+    budget: int
+
+
+@dataclass
+class EditJob:
+    """One row of ``infill`` or ``edit``: the document and its spans (from ``prepare_row``), then its holes and
+    prompt head (from ``prompt_tokens``, which knows the engine). ``prompt_head`` (BOS, or an instruction turn)
+    starts every window's prompt; ``fill_only``: the result's text is the fill of the single hole (infill)."""
+
+    document: str
+    spans: list[tuple[int, int]]
+    fill_only: bool = False
+    holes: list[Hole] = field(default_factory=list)
+    prompt_head: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Progress:
+    """How far a job's window-by-window run got (fresh for every ``run_edit_jobs`` call, so a batch retried row
+    by row starts each row over)."""
+
+    parts: list[str] = field(default_factory=list)
+    cursor: int = 0
+    next_hole: int = 0
+    windows: int = 0
+    fills: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    num_canvases: int = 0
+    num_passes: int = 0
+    num_corrections: int = 0
+    seconds: float = 0.0
+    hit_budget: bool = False
+
+
+def plan_holes(tok, job: EditJob, budget_of, window_tokens: int) -> None:
+    """Turn ``job.spans`` into holes: ``budget_of(span_tokens) -> budget`` for each span (or piece of a span
+    longer than ``window_tokens`` tokens, cut as a rewrite window would be)."""
+    count = lambda s: len(tok.encode(s, add_bos=False))  # noqa: E731
+    job.holes = []
+    for start, end in job.spans:
+        if start == end:
+            job.holes.append(Hole(start, end, budget_of(0)))
+            continue
+        for a, b in cut_windows(job.document[start:end], count, window_tokens):
+            job.holes.append(Hole(start + a, start + b, budget_of(count(job.document[start + a:start + b]))))
+
+
+def check_fits(job: EditJob, canvas: int, max_positions: int) -> None:
+    """Raise ``ValueError`` naming the hole that cannot fit the model's positions even without context."""
+    for hole in job.holes:
+        need = len(job.prompt_head) + math.ceil(hole.budget / canvas) * canvas
+        if need > max_positions:
+            raise ValueError(f"the span at character {hole.start} has a budget of {hole.budget} tokens "
+                             f"({math.ceil(hole.budget / canvas)} canvases of {canvas}), which with the "
+                             f"{len(job.prompt_head)}-token prompt exceeds the model's {max_positions} positions")
+
+
+def _window(tok, job: EditJob, done: _Progress, canvas: int, max_positions: int, context_tokens: int):
+    """The next window of ``job``: ``(prompt_ids, known, holes)``."""
+    first = done.next_hole
+    holes = [job.holes[first]]
+    known = [FREE] * holes[0].budget
+    limit = canvas - canvas // 4  # room for at least a quarter canvas of text after the last hole
+    for hole in job.holes[first + 1:]:
+        gap = job.document[holes[-1].end:hole.start]
+        if len(gap) > CHARS_PER_TOKEN * canvas:  # far too long to share a canvas: no need to count it
+            break
+        gap_ids = tok.encode(gap, add_bos=False) if gap else []
+        if len(known) + len(gap_ids) + hole.budget > limit:
+            break
+        known += gap_ids + [FREE] * hole.budget
+        holes.append(hole)
+    n_canvases = math.ceil(len(known) / canvas)
+    room = n_canvases * canvas - len(known)
+    after = job.document[holes[-1].end:holes[-1].end + CHARS_PER_TOKEN * room]
+    known += tok.encode(after, add_bos=False)[:room] if room and after else []
+    budget = min(context_tokens, max_positions - n_canvases * canvas - len(job.prompt_head))
+    before = last_chars(done.parts + [job.document[done.cursor:holes[0].start]], CHARS_PER_TOKEN * budget)
+    _, context = tok.tail(before, budget)
+    return job.prompt_head + context, known, holes
+
+
+def clean_fill(ids: list[int], eos_ids, skip_ids) -> tuple[list[int], bool]:
+    """The tokens of a hole that make text: up to the first end-of-sequence, without padding and control
+    tokens. Returns ``(ids, used_whole_budget)``."""
+    kept, ended = [], False
+    for t in ids:
+        if t in eos_ids:
+            ended = True
+            break
+        if t not in skip_ids:
+            kept.append(t)
+    return kept, not ended
+
+
+def run_edit_jobs(engine, jobs: list[EditJob], params, seeds: list[int], context_tokens: int) -> list[GenerationResult]:
+    """Run every job's windows to the end, one engine call per round; one ``GenerationResult`` per job.
+
+    ``text`` is the edited document (or, with ``fill_only``, the fill); ``token_ids`` are the kept tokens of all
+    holes; ``seconds`` runs from the start of this call to the job's last window; ``finish_reason`` is
+    ``"length"`` when a hole used its whole budget without an end-of-sequence token.
+    """
+    return [res for res, _ in run_edit_jobs_with_fills(engine, jobs, params, seeds, context_tokens)]
+
+
+def span_fills(job: EditJob, fills: list[str]) -> list[str]:
+    """Each span's replacement from the job's hole fills (in hole order, as ``run_edit_jobs_with_fills`` gives
+    them): a span is one hole if empty, else the consecutive holes that tile it (``plan_holes``). Callers that
+    report where each replacement landed (Serve's ``/v1/edits``) need this; the bulk tasks only need the text."""
+    out, k = [], 0
+    for start, end in job.spans:
+        parts = [fills[k]]
+        k += 1
+        while end > start and job.holes[k - 1].end < end:
+            parts.append(fills[k])
+            k += 1
+        out.append("".join(parts))
+    return out
+
+
+def run_edit_jobs_with_fills(engine, jobs: list[EditJob], params, seeds: list[int],
+                             context_tokens: int) -> list[tuple[GenerationResult, list[str]]]:
+    """``run_edit_jobs``, each result paired with its job's decoded hole fills in hole order."""
+    tok = engine.tokenizer
+    canvas, max_positions = engine.canvas_length, engine.config.max_position_embeddings
+    eos = set(engine.eos_ids)
+    skip = tok.special_ids() | {engine.config.pad_token_id} | set(range(tok.vocab_size, engine.config.vocab_size))
+    started = time.perf_counter()
+    runs = [_Progress() for _ in jobs]
+    while True:
+        active = [i for i, (job, done) in enumerate(zip(jobs, runs)) if done.next_hole < len(job.holes)]
+        if not active:
+            break
+        windows = [_window(tok, jobs[i], runs[i], canvas, max_positions, context_tokens) for i in active]
+        round_start = time.perf_counter() - started
+        results = engine.denoise_canvases([w[0] for w in windows], [w[1] for w in windows], params,
+                                          seeds=[window_seed(seeds[i], runs[i].windows) for i in active])
+        for i, (_, _, holes), res in zip(active, windows, results, strict=True):
+            job, done, offset = jobs[i], runs[i], 0
+            for hole in holes:
+                ids, full = clean_fill(res.free_ids[offset:offset + hole.budget], eos, skip)
+                offset += hole.budget
+                text = tok.decode(ids)
+                done.fills.append(text)
+                done.token_ids += ids
+                done.hit_budget |= full
+                done.parts += [job.document[done.cursor:hole.start], text]
+                done.cursor = hole.end
+            done.next_hole += len(holes)
+            done.windows += 1
+            done.num_canvases += res.num_canvases
+            done.num_passes += res.num_passes
+            done.num_corrections += res.num_self_corrections
+            done.seconds = round_start + res.seconds
+    out = []
+    for job, done in zip(jobs, runs):
+        text = "".join(done.fills) if job.fill_only else "".join(done.parts) + job.document[done.cursor:]
+        out.append((GenerationResult(
+            text=text, token_ids=done.token_ids, num_canvases=done.num_canvases, num_passes=done.num_passes,
+            tokens_per_pass=len(done.token_ids) / max(done.num_passes, 1), seconds=done.seconds,
+            finish_reason="length" if done.hit_budget else "eos", num_self_corrections=done.num_corrections),
+            done.fills))
+    return out

@@ -1,0 +1,298 @@
+"""The vLLM backend of ``redraft run``: an autoregressive model served by vLLM inside the same Ray Data job.
+
+The engine stage is Ray's own vLLM processor (``ray.data.llm.vLLMEngineProcessorConfig`` + ``build_processor``),
+wrapped so that everything around it stays the diffusion backend's: the same row checks and error messages,
+the same per-row seeds, the same ``OUTPUT_SCHEMA`` rows, metrics, staging, resume and summary.
+
+Stages (all Ray Data; ``vllm`` is imported only inside the engine actors)::
+
+    rows (__id, __text, __input_error, __shard, __row)
+      -> preprocess (Ray's Dataset.map): the diffusion backend's row checks, chat template for 'rewrite', token
+         ids, per-row vLLM sampling params; a bad row gets Ray's ``__inference_error__`` so it bypasses the engine
+      -> Ray's vLLM engine stage (one vllm.AsyncLLMEngine per actor; a row whose generation raises becomes
+         ``__inference_error__`` too, because ``should_continue_on_error`` is on)
+      -> ``VLLMOutputAssembler`` (map_batches): OUTPUT_SCHEMA + __shard/__row, metrics
+
+Per-row figures: an autoregressive model spends one forward pass per generated token, so ``num_passes`` is
+the number of generated tokens and ``tokens_per_pass`` is 1.0; ``seconds`` is the row's time inside vLLM.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from workers.batch import INTERNAL_FIELDS, OUTPUT_SCHEMA, row_seed
+
+# Tokens that end a chat turn in common templates; generation stops at them as it stops at EOS (as redraft's
+# engine does for its own templates).
+END_OF_TURN_TOKENS = ("<end_of_turn>", "<turn|>", "<|eot_id|>", "<|im_end|>", "<|end|>")
+
+
+@dataclass(frozen=True)
+class VLLMSampling:
+    """The job's sampling settings as vLLM takes them; ``digest()`` is the rows' ``sampling_hash``.
+
+    Mapping from the job config: ``sampling.max_new_tokens`` -> ``max_tokens``, ``sampling.ignore_eos`` and
+    ``sampling.seed`` (each row's vLLM seed derives from it and the row id, as in redraft), ``engine.vllm.
+    temperature`` / ``top_p``. The denoising settings (steps, entropy bound, t_max / t_min, thresholds,
+    fixed_steps) have no meaning for an autoregressive model and are ignored.
+    """
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    ignore_eos: bool
+    seed: int
+    stop_token_ids: tuple[int, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {"backend": "vllm", **asdict(self), "stop_token_ids": list(self.stop_token_ids)}
+
+    def digest(self) -> str:
+        """Short stable hash of the parameters (for output rows and the summary)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def for_row(self, row_id: str) -> dict:
+        """``vllm.SamplingParams`` keyword arguments for one row (its own seed: output independent of batching)."""
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "ignore_eos": self.ignore_eos, "seed": row_seed(self.seed, row_id),
+                "stop_token_ids": [] if self.ignore_eos else list(self.stop_token_ids), "skip_special_tokens": True}
+
+
+def read_model_config(checkpoint: str | Path) -> dict:
+    """The checkpoint's ``config.json`` (raises ``ValueError`` naming the file when it is missing or broken)."""
+    path = Path(checkpoint) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: not found (a Hugging Face checkpoint needs config.json)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def model_max_len(checkpoint: str | Path, configured: int | None) -> int:
+    """The context length vLLM runs with: ``engine.vllm.max_model_len``, else the checkpoint's
+    ``max_position_embeddings`` (top level or ``text_config``)."""
+    if configured is not None:
+        return configured
+    cfg = read_model_config(checkpoint)
+    for source in (cfg, cfg.get("text_config") or {}):
+        value = source.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    raise ValueError(f"{Path(checkpoint) / 'config.json'}: no max_position_embeddings; set engine.vllm.max_model_len")
+
+
+def check_vllm_installed() -> str:
+    """vLLM's version, or ``ImportError`` with the install hint (the ``vllm`` extra is optional)."""
+    try:
+        import vllm
+    except ImportError as err:
+        raise ImportError(f"engine.backend 'vllm' needs vLLM, which is not installed ({err}); install the extra: "
+                          "pip install 'redraft[vllm]'") from None
+    return str(getattr(vllm, "__version__", "unknown"))
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(checkpoint: str):
+    """One tokenizer per worker process and checkpoint (Ray reuses task workers, so this loads once)."""
+    from engine.tokenizer import Tokenizer
+
+    return Tokenizer(checkpoint)
+
+
+class VLLMRowPreparer:
+    """Ray's preprocess function: one input row -> the vLLM request fields, or ``__inference_error__``.
+
+    Bad rows get the diffusion backend's messages (``RedraftBatchWorker``'s checks). The prompt is the text
+    ('generate') or the instruction with the text in it through the checkpoint's chat template ('rewrite': the
+    whole document in one prompt; an autoregressive model has no canvas to window). It is tokenized here with
+    the checkpoint's ``tokenizer.json`` (the ids redraft's engine would see, BOS once) and handed to vLLM as ids,
+    so its length is checked against the context before any engine time is spent.
+    """
+
+    def __init__(self, checkpoint: str, task, sampling: VLLMSampling, max_input_chars: int, max_prompt_tokens: int):
+        self.checkpoint, self.task, self.sampling = checkpoint, task, sampling
+        self.max_input_chars, self.max_prompt_tokens = max_input_chars, max_prompt_tokens
+
+    def _check(self, text, input_error) -> str | None:
+        if input_error:
+            return input_error
+        if text is None:
+            return "text is null"
+        if not isinstance(text, str):
+            return f"text is a {type(text).__name__}, not a string"
+        if not text.strip():
+            return "text is empty"
+        if len(text) > self.max_input_chars:
+            return f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
+        return None
+
+    def __call__(self, row: dict) -> dict:
+        error = self._check(row["__text"], row["__input_error"])
+        if error is None:
+            tok = _tokenizer(self.checkpoint)
+            prompt = self.task.prepare(row["__text"])
+            try:
+                if self.task.chat:
+                    prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+                ids = tok.encode(prompt)
+            except Exception as err:  # noqa: BLE001 - a tokenizer or template failure is this row's problem
+                error = f"cannot tokenize the prompt: {type(err).__name__}: {err}"
+            else:
+                if len(ids) > self.max_prompt_tokens:
+                    error = f"prompt has {len(ids)} tokens; the model takes at most {self.max_prompt_tokens}"
+        if error is not None:  # Ray's processor passes rows with __inference_error__ around its engine stage
+            # every key filled as for a good row: a null sampling_params in a block turns the others' integer
+            # seeds into floats on the way to the engine stage, which vLLM rejects ("Expected int, got float")
+            return {"tokenized_prompt": [], "sampling_params": self.sampling.for_row(str(row["__id"])),
+                    "__row_error": error, "__inference_error__": error}
+        # '' (not left out): Ray treats a row whose __inference_error__ is anything but '' as failed, and a block
+        # that mixes good and bad rows fills a left-out key with None
+        return {"tokenized_prompt": ids, "sampling_params": self.sampling.for_row(str(row["__id"])),
+                "__row_error": None, "__inference_error__": ""}
+
+
+@dataclass
+class VLLMAnswer:
+    """One generated row, shaped like the engine's ``GenerationResult`` where the task and the metrics read it."""
+
+    text: str
+    token_ids: list[int]
+    seconds: float
+    num_canvases: int = 0  # no canvases: the canvas-latency histogram is left to the diffusion backend
+
+    @property
+    def num_passes(self) -> int:
+        return len(self.token_ids)  # one forward pass per generated token
+
+    @property
+    def tokens_per_pass(self) -> float:
+        return 1.0 if self.token_ids else 0.0
+
+
+class VLLMOutputAssembler:
+    """After Ray's vLLM stage: every row (answered, failed in vLLM, or refused before it) becomes one
+    ``OUTPUT_SCHEMA`` row plus ``__shard`` / ``__row``; the row figures go to redraft's Ray metrics."""
+
+    def __init__(self, checkpoint: str, task, sampling: VLLMSampling, job_name: str = ""):
+        self.task, self.sampling_hash, self.job_name = task, sampling.digest(), job_name
+        self.model = Path(checkpoint).name
+
+    def _answer(self, row_error, inference_error, text, tokens, seconds):
+        """A ``VLLMAnswer``, or the row's error message."""
+        if row_error:
+            return row_error
+        if inference_error:
+            return f"generation failed: {inference_error}"
+        if text is None or tokens is None:
+            return "generation failed: vLLM returned no output for this row"
+        return VLLMAnswer(text, list(tokens), float(seconds or 0.0))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from workers.metrics import metric_tags, record_generation
+
+        n = batch.num_rows
+        get = lambda name: batch.column(name).to_pylist() if name in batch.column_names else [None] * n  # noqa: E731
+        answers = [self._answer(*r) for r in zip(get("__row_error"), get("__inference_error__"),
+                                                  get("generated_text"), get("generated_tokens"),
+                                                  get("time_taken_llm"))]
+        ok = [not isinstance(a, str) for a in answers]
+        cols = {
+            "id": [str(i) for i in get("__id")],
+            "status": ["ok" if k else "error" for k in ok],
+            "error": [None if k else a for a, k in zip(answers, ok)],
+            "output": [self.task.output(a) if k else None for a, k in zip(answers, ok)],
+            "num_output_tokens": [len(a.token_ids) if k else 0 for a, k in zip(answers, ok)],
+            "num_passes": [a.num_passes if k else 0 for a, k in zip(answers, ok)],
+            "tokens_per_pass": [a.tokens_per_pass if k else 0.0 for a, k in zip(answers, ok)],
+            "seconds": [a.seconds if k else 0.0 for a, k in zip(answers, ok)],
+            "model": [self.model] * n,
+            "sampling_hash": [self.sampling_hash] * n,
+        }
+        out = pa.table(cols, schema=OUTPUT_SCHEMA)
+        out = out.append_column(INTERNAL_FIELDS[0], pa.array(get("__shard"), pa.string()))
+        out = out.append_column(INTERNAL_FIELDS[1], pa.array(get("__row"), pa.int64()))
+        done = [a for a, k in zip(answers, ok) if k]
+        record_generation(done, metric_tags(job=self.job_name, model=self.model), errors=n - len(done),
+                          engine_batch=False)
+        return out
+
+
+def _postprocess(row: dict) -> dict:
+    """Ray's postprocess for answered rows: keep what the assembler reads (Ray passes failed rows whole)."""
+    keep = ("__id", "__shard", "__row", "__row_error", "__inference_error__", "generated_text",
+            "generated_tokens", "time_taken_llm")
+    return {k: row.get(k) for k in keep}
+
+
+def vllm_stage(ds, cfg, task, sampling: VLLMSampling, res: dict):
+    """Ray Data stages that answer every row of ``ds`` with vLLM (see the module docstring).
+
+    Args:
+        ds: rows as ``pipelines.inputs`` reads them.
+        cfg: the ``JobConfig`` (``engine.backend == 'vllm'``).
+        task: the ``pipelines.tasks.Task`` ('generate' or 'rewrite').
+        sampling: from ``cfg.sampling_params()``.
+        res: ``num_gpus`` / ``num_cpus`` / ``concurrency`` for the engine actors.
+    """
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    checkpoint = str(Path(cfg.engine.checkpoint).expanduser().resolve())
+    v = cfg.engine.vllm
+    max_len = model_max_len(checkpoint, v.max_model_len)
+    on_gpu = res["num_gpus"] > 0
+    dtype = cfg.engine.dtype
+    if dtype == "auto" and not on_gpu:
+        dtype = "float32"  # bf16 on CPU needs AMX tile permission in the engine process, else SIGILL
+    engine_kwargs = {"dtype": dtype, "max_model_len": max_len, "seed": 0, **v.engine_kwargs}
+    if v.max_num_seqs is not None:
+        engine_kwargs["max_num_seqs"] = v.max_num_seqs
+    env = {}
+    if not on_gpu:
+        engine_kwargs.setdefault("enforce_eager", True)  # no CUDA graphs / compile warm-up on CPU
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{v.cpu_kv_cache_gib:g}"
+    # The engine actor's resources: one bundle per replica, CPU-only where the job has no GPUs.
+    bundle = {"CPU": res["num_cpus"], **({"GPU": res["num_gpus"]} if on_gpu else {})}
+    concurrency = res["concurrency"]
+    processor_cfg = vLLMEngineProcessorConfig(
+        model_source=checkpoint,
+        engine_kwargs=engine_kwargs,
+        batch_size=cfg.workers.batch_size,
+        concurrency=tuple(concurrency) if isinstance(concurrency, (list, tuple)) else concurrency,
+        placement_group_config={"bundles": [bundle]},
+        should_continue_on_error=True,
+        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,  # redraft tokenizes itself
+        runtime_env={"env_vars": env} if env else None,
+        log_engine_metrics=False,
+    )
+    preparer = VLLMRowPreparer(checkpoint, task, sampling, cfg.task.char_limit(), max_len - sampling.max_tokens)
+    processor = build_processor(processor_cfg, preprocess=preparer, postprocess=_postprocess,
+                                preprocess_map_kwargs={"num_cpus": 0.25}, postprocess_map_kwargs={"num_cpus": 0.1})
+    ds = processor(ds)
+    assembler = VLLMOutputAssembler(checkpoint, task, sampling, cfg.job.name)
+    return ds.map_batches(assembler, batch_size=None, batch_format="pyarrow", num_cpus=0.1)
+
+
+def vllm_sampling(cfg) -> VLLMSampling:
+    """``VLLMSampling`` for a job config (``JobConfig.sampling_params`` calls this for the vllm backend)."""
+    checkpoint = Path(cfg.engine.checkpoint).expanduser()
+    stops: list[int] = []
+    if (checkpoint / "tokenizer.json").is_file():
+        tok = _tokenizer(str(checkpoint.resolve()))
+        for name in (tok.eos_token, *END_OF_TURN_TOKENS):
+            tid = tok.token_id(name) if name else None
+            if tid is not None and tid not in stops:
+                stops.append(tid)
+    return VLLMSampling(max_tokens=cfg.sampling.max_new_tokens, temperature=cfg.engine.vllm.temperature,
+                        top_p=cfg.engine.vllm.top_p, ignore_eos=cfg.sampling.ignore_eos, seed=cfg.sampling.seed,
+                        stop_token_ids=tuple(stops))
