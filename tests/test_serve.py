@@ -37,12 +37,27 @@ def test_completion_is_seeded_and_within_budget(client):
     assert choice.model_extra["redraft"]["num_passes"] >= 1
 
 
-def test_completion_with_suffix(client):
-    plain = client.completions.create(model=MODEL, prompt="x = [1, 2, ", max_tokens=8, seed=1)
-    infill = client.completions.create(model=MODEL, prompt="x = [1, 2, ", suffix="]\nprint(x)", max_tokens=8,
-                                       seed=1)
-    assert infill.choices[0].finish_reason in ("stop", "length")
-    assert infill.usage.prompt_tokens > plain.usage.prompt_tokens  # the suffix conditions the completion
+def test_completion_with_suffix_is_a_budgeted_fill(client):
+    kw = dict(model=MODEL, prompt="x = [1, 2, ", suffix="]\nprint(x)", max_tokens=6, seed=1)
+    infill = client.completions.create(**kw)
+    again = client.completions.create(**kw)
+    choice = infill.choices[0]
+    assert choice.text == again.choices[0].text  # seeded
+    assert choice.finish_reason in ("stop", "length")
+    assert infill.usage.completion_tokens <= 6
+    assert "<pad>" not in choice.text and "<eos>" not in choice.text  # unused positions are dropped, not decoded
+    assert choice.model_extra["redraft"]["num_passes"] >= 1
+    # streaming with a suffix: the fill as one chunk, then the finish chunk (and usage when asked)
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == infill.usage.completion_tokens
+    texts = [c.choices[0].text for c in chunks[:-1]]
+    assert "".join(texts) == choice.text and len([t for t in texts if t]) <= 1
+    assert chunks[-2].choices[0].finish_reason == choice.finish_reason
+    # stop strings cut the fill
+    assert len(choice.text) > 1
+    stop = choice.text[1:5]
+    cut = client.completions.create(stop=[stop], **kw).choices[0]
+    assert cut.text == choice.text[:choice.text.find(stop)] and cut.finish_reason == "stop"
 
 
 def test_chat(client):
@@ -88,21 +103,32 @@ def test_concurrent_requests_share_batches_and_keep_their_answers(client):
     assert together == alone
 
 
-def test_edits_keep_text_outside_spans(serve_app):  # noqa: F811
+def test_edits_keep_text_outside_spans_and_point_at_the_replacements(serve_app):  # noqa: F811
     doc = "The cat sat on the mat. It was happy. The end."
-    spans = [[4, 7], [24, 37], [46, 46]]
-    r = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=spans, instruction="Make it a dog.", seed=1)
+    # a span at the very start, adjacent spans, an empty span (an insertion) and one at the very end
+    spans = [[0, 3], [4, 7], [7, 11], [24, 37], [37, 37], [46, 46]]
+    r = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=spans, instruction="Make it a dog.", seed=1,
+              max_tokens=5)
     assert r.status_code == 200, r.text
     body = r.json()
     new, new_spans = body["document"], body["spans"]
-    assert body["choices"][0]["text"] == new
-    # every byte outside the spans is where the new spans say it is
+    assert body["choices"][0]["text"] == new and len(new_spans) == len(spans)
+    # every byte outside the spans is where the new spans say it is, and the spans hold the replacements
     old_cursor = new_cursor = 0
     for (s, e), (ns, ne) in zip(spans, new_spans):
         assert new[new_cursor:ns] == doc[old_cursor:s]
+        assert ns <= ne
         old_cursor, new_cursor = e, ne
     assert new[new_cursor:] == doc[old_cursor:]
-    assert body["usage"]["completion_tokens"] > 0
+    assert 0 < body["usage"]["completion_tokens"] <= 5 * len(spans)
+    again = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=spans, instruction="Make it a dog.",
+                  seed=1, max_tokens=5).json()
+    assert again["document"] == new and again["spans"] == new_spans
+    # no instruction, the default budget
+    r = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=[[0, 0]], seed=2)
+    assert r.status_code == 200, r.text
+    ns, ne = r.json()["spans"][0]
+    assert ns == 0 and r.json()["document"][ne:] == doc
 
 
 @pytest.mark.parametrize("body, status, param", [
@@ -156,3 +182,13 @@ def test_bearer_token(ray_cluster, tiny_checkpoint):  # noqa: F811
             openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
     finally:
         serve.delete("redraft-secure")
+
+
+def test_concurrent_infills_share_batches_and_keep_their_answers(client):
+    prompts = [f"def handler_{i}(event):\n    return " for i in range(4)]
+    kw = dict(model=MODEL, suffix="\n\nprint(1)", max_tokens=8)
+    alone = [client.completions.create(prompt=p, seed=i, **kw).choices[0].text for i, p in enumerate(prompts)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda ip: client.completions.create(prompt=ip[1], seed=ip[0], **kw)
+                                 .choices[0].text, enumerate(prompts)))
+    assert together == alone

@@ -9,7 +9,7 @@ import pytest
 from engine import SamplingParams
 from workers.openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
 from workers.serve_config import ServeConfigError, load_serve_config, validate_serve_config
-from workers.serve_generation import Row, canvas_seed, generate_rows
+from workers.serve_generation import EditWork, Row, canvas_seed, generate_rows, run_edit_works
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,3 +189,60 @@ def test_cli_serve_refuses_a_missing_checkpoint(tmp_path, capsys):
     code = main(["serve", str(ROOT / "configs" / "serve.yaml"), "--set", f"engine.checkpoint={tmp_path / 'none'}"])
     assert code == 2
     assert "redraft demo-checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- clamped canvases
+
+def _edit_work(engine, document, spans, seed, window_tokens=256):
+    from pipelines.editing import EditJob
+    from pipelines.tasks import EditTask
+
+    task = EditTask(window_tokens=window_tokens, max_span_tokens=12)
+    job = EditJob(document, spans)
+    task.prompt_tokens(engine, job)
+    return EditWork(job, _params(seed=seed), task.context_tokens)
+
+
+def test_edit_works_give_per_span_fills_like_the_bulk_path(tiny_engine):
+    from pipelines.editing import assemble, run_edit_jobs, span_fills
+
+    doc = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    # a span at the start, adjacent spans, an empty span, and a long span cut into several holes (window 3)
+    spans = [(0, 5), (5, 10), (16, 16), (23, 60)]
+    works = [_edit_work(tiny_engine, doc, spans, seed=s, window_tokens=3) for s in (1, 2)]
+    assert len(works[0].job.holes) > len(spans)  # the long span really is several holes
+    run_edit_works(tiny_engine, works)
+    for work in works:
+        assert work.error is None
+        fills = span_fills(work.job, work.fills)
+        assert len(fills) == len(spans)
+        assert assemble(doc, spans, fills) == work.result.text
+    # the bulk path gives the same documents from the same seeds
+    bulk = [_edit_work(tiny_engine, doc, spans, seed=s, window_tokens=3) for s in (1, 2)]
+    out = run_edit_jobs(tiny_engine, [w.job for w in bulk], bulk[0].params, [1, 2], bulk[0].context_tokens)
+    assert [r.text for r in out] == [w.result.text for w in works]
+
+
+def test_edit_work_failure_marks_only_its_group(tiny_engine):
+    good = _edit_work(tiny_engine, "one two three", [(4, 7)], seed=1)
+    bad = _edit_work(tiny_engine, "one two three", [(4, 7)], seed=1)
+    bad.params = _params(seed=1, max_denoising_steps=5)  # another group
+    bad.job.holes[0].budget = 10**6  # the engine refuses a canvas longer than its positions
+    run_edit_works(tiny_engine, [good, bad])
+    assert good.error is None and good.result is not None
+    assert bad.error and bad.result is None
+
+
+def test_infill_work_keeps_the_budget_and_no_special_tokens(tiny_engine):
+    from pipelines.tasks import InfillTask
+
+    task = InfillTask(fill_tokens=20)
+    job = task.prepare_row(None, {"prefix": "def add(a, b):\n    return ", "suffix": "\n\nprint(add(1, 2))"})
+    task.prompt_tokens(tiny_engine, job)
+    works = [EditWork(job, _params(seed=s), task.context_tokens) for s in range(4)]
+    run_edit_works(tiny_engine, works)
+    special = set(tiny_engine.eos_ids) | {tiny_engine.config.pad_token_id} | tiny_engine.tokenizer.special_ids()
+    for work in works:
+        ids = work.result.token_ids
+        assert len(ids) <= 20 and not special & set(ids)
+        assert work.result.text == tiny_engine.tokenizer.decode(ids) == "".join(work.fills)

@@ -5,9 +5,16 @@ Routes: ``POST /v1/completions`` (``prompt``, ``suffix``, ``max_tokens``, ``temp
 ``instruction``: the text outside the spans is returned unchanged). Errors use OpenAI's error shape and name the
 request field at fault (``workers.openai_protocol``).
 
+Infill and edits use clamped canvases, through the bulk tasks' code path (``pipelines.tasks.InfillTask`` /
+``EditTask``, ``pipelines.editing``): a completion with ``suffix`` fills a hole of at most ``max_tokens`` tokens
+between the prompt and the suffix, the hole seeing both; an edit's spans are holes in the document, each seeing the
+text after it too, long documents window by window, every character outside the spans copied from the input.
+
 Scheduling: requests that arrive together are batched by ``@serve.batch``; the batch is then generated canvas by
 canvas (``workers.serve_generation``) so every canvas commit can be streamed, and rows with the same sampling
-settings share each denoising pass. Configuration: ``ServeConfig`` (``configs/serve.yaml``).
+settings share each denoising pass. Infill and edit jobs are batched by a second ``@serve.batch`` method and run
+in one ``run_edit_jobs`` call per group of equal sampling settings. Configuration: ``ServeConfig``
+(``configs/serve.yaml``).
 """
 
 # No 'from __future__ import annotations': FastAPI must see the route signatures' real types through Serve's
@@ -30,16 +37,12 @@ from ray import serve
 from .metrics import metric_tags, record_generation, set_queue_depth
 from .openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
 from .serve_config import ServeConfig
-from .serve_generation import Row, generate_rows
+from .serve_generation import EditWork, Row, cut_at_stop, generate_rows, run_edit_works
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "redraft"
 DEPLOYMENT_NAME = "RedraftServer"
-# Infilling without a clamped canvas: the suffix conditions the completion through the prompt. The engine's
-# bidirectional infill (canvas clamped on both sides) arrives with span editing; see workers/README_SERVE.md.
-SUFFIX_TEMPLATE = "Text after the gap:\n{suffix}\n\nText before the gap:\n{prompt}"
-INSERT_DEFAULT_TOKENS = 16  # tokens generated for an empty edit span (an insertion) without max_tokens
 
 api = FastAPI(title="redraft", description="OpenAI-compatible text generation with a diffusion language model.")
 
@@ -58,6 +61,13 @@ def _sse(data) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
+def _stats(result) -> dict:
+    """A ``GenerationResult``'s denoising figures, as ``Row.stats`` reports them for generated rows."""
+    return {"num_canvases": result.num_canvases, "num_passes": result.num_passes,
+            "tokens_per_pass": result.tokens_per_pass, "num_self_corrections": result.num_self_corrections,
+            "seconds": round(result.seconds, 6)}
+
+
 @serve.deployment(name=DEPLOYMENT_NAME)
 @serve.ingress(api)
 class RedraftServer:
@@ -74,12 +84,14 @@ class RedraftServer:
         self.cfg = ServeConfig.model_validate(config)
         dep, eng = self.cfg.deployment, self.cfg.engine
         threads = max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None
-        self.engine = load_engine(eng.checkpoint, eng.device, eng.dtype, threads)
+        self.engine = load_engine(eng.checkpoint, eng.device, eng.dtype, threads, eng.quantization)
         self.key_sha256 = api_key_sha256
         self.tags = metric_tags(deployment=DEPLOYMENT_NAME, model=self.cfg.model_name)
         self.waiting = 0
         self._run_batch.set_max_batch_size(dep.max_batch_size)
         self._run_batch.set_batch_wait_timeout_s(dep.batch_wait_timeout_s)
+        self._run_edit_batch.set_max_batch_size(dep.max_batch_size)
+        self._run_edit_batch.set_batch_wait_timeout_s(dep.batch_wait_timeout_s)
         set_queue_depth(0, self.tags)
 
     # ------------------------------------------------------------------------------------------- batching
@@ -97,6 +109,23 @@ class RedraftServer:
         self.waiting += 1
         set_queue_depth(self.waiting, self.tags)
         return await self._run_batch(rows)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _run_edit_batch(self, works: list[list[EditWork]]) -> list[list[EditWork]]:
+        """Infill and edit jobs of concurrent requests: their holes are clamped canvases, not prompts, so they
+        batch apart from ``_run_batch``'s rows (one ``run_edit_jobs`` call per group of equal settings)."""
+        self.waiting -= len(works)
+        set_queue_depth(self.waiting, self.tags)
+        await asyncio.to_thread(run_edit_works, self.engine, [w for work in works for w in work], self.tags)
+        return works
+
+    async def _run_works(self, works: list[EditWork]) -> None:
+        self.waiting += 1
+        set_queue_depth(self.waiting, self.tags)
+        await self._run_edit_batch(works)
+        failed = [w for w in works if w.error is not None]
+        if failed:
+            raise APIError(500, f"generation failed: {failed[0].error}", type_="server_error")
 
     # ------------------------------------------------------------------------------------------- request checks
     async def _body(self, request: Request) -> bytes:
@@ -164,10 +193,10 @@ class RedraftServer:
         req = parse_request(CompletionRequest, await self._body(request))
         self._check_model(req.model)
         params = self._params(req, self._budget(req.max_tokens))
-        texts = req.prompts()
         if req.suffix:
-            texts = [SUFFIX_TEMPLATE.format(suffix=req.suffix, prompt=t) for t in texts]
-        rows = [Row(self._encode(t, "prompt"), params, stop=req.stop, drafts=req.include_drafts) for t in texts]
+            return await self._infill(req, params)
+        rows = [Row(self._encode(t, "prompt"), params, stop=req.stop, drafts=req.include_drafts)
+                for t in req.prompts()]
         return await self._answer(req, rows, chat=False)
 
     @api.post("/v1/chat/completions")
@@ -184,38 +213,96 @@ class RedraftServer:
 
     @api.post("/v1/edits")
     async def edits(self, request: Request):
+        """Each span is a hole of clamped canvases (``EditTask``): its replacement sees the text on both sides;
+        ``spans`` in the answer are where the replacements landed in the new document."""
+        from pipelines.editing import EditJob, assemble, span_fills
+        from pipelines.tasks import EditTask
+
         req = parse_request(EditRequest, await self._body(request))
         self._check_model(req.model)
-        budget = self._budget(req.max_tokens)
-        tok, doc = self.engine.tokenizer, req.document
-        head = f"{req.instruction.strip()}\n\n" if req.instruction and req.instruction.strip() else ""
-        rows = []
-        for start, end in req.spans:
-            span_tokens = len(tok.encode(doc[start:end], add_bos=False)) if end > start else INSERT_DEFAULT_TOKENS
-            tokens = budget if req.max_tokens is not None else max(1, min(budget, span_tokens))
-            # the instruction, then as much of the text before the span as fits (the nearest text matters most)
-            ids = tok.encode(head)
-            context = tok.encode(doc[:start], add_bos=False)
-            room = self.engine.max_prompt_tokens - len(ids)
-            if room <= 0:
-                raise APIError(400, f"instruction: {len(ids)} tokens leave no room for the document (the model "
-                                    f"takes {self.engine.max_prompt_tokens})", param="instruction")
-            ids += context[max(0, len(context) - room):]
-            rows.append(Row(ids, self._params(req, tokens), stop=req.stop))
-        await self._generate(rows)
-        new_doc, new_spans, cursor, offset = [], [], 0, 0
-        for (start, end), row in zip(req.spans, rows):
-            new_doc.append(doc[cursor:start])
-            offset += start - cursor
-            new_spans.append([offset, offset + len(row.text)])
-            new_doc.append(row.text)
-            offset += len(row.text)
-            cursor = end
-        new_doc.append(doc[cursor:])
-        document = "".join(new_doc)
+        cap = self._budget(req.max_tokens) if req.max_tokens is not None else self.cfg.http.max_tokens_limit
+        instruction = req.instruction.strip() if req.instruction and req.instruction.strip() else None
+        task = EditTask(instruction=instruction, max_span_tokens=cap)
+        job = EditJob(req.document, [(start, end) for start, end in req.spans])
+        try:
+            task.prompt_tokens(self.engine, job)
+        except ValueError as err:
+            param = "instruction" if instruction and len(job.prompt_head) + self.engine.canvas_length \
+                > self.engine.config.max_position_embeddings else "spans"
+            raise APIError(400, f"{param}: {err}", param=param, code="context_length_exceeded") from None
+        work = EditWork(job, self._params(req, cap), task.context_tokens)
+        await self._run_works([work])
+        replacements = [cut_at_stop(text, req.stop)[0] for text in span_fills(job, work.fills)]
+        document = assemble(req.document, job.spans, replacements)
+        new_spans, shift = [], 0
+        for (start, end), new in zip(job.spans, replacements):
+            new_spans.append([start + shift, start + shift + len(new)])
+            shift += len(new) - (end - start)
+        prompt = len(job.prompt_head) + len(self.engine.tokenizer.encode(req.document, add_bos=False))
+        completion = len(work.result.token_ids)
         return {"object": "edit", "created": int(time.time()), "model": self.cfg.model_name,
-                "document": document, "spans": new_spans, "choices": [{"index": 0, "text": document}],
-                "usage": self._usage(rows)}
+                "document": document, "spans": new_spans,
+                "choices": [{"index": 0, "text": document, "redraft": _stats(work.result)}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}}
+
+    async def _infill(self, req: CompletionRequest, params):
+        """A completion with ``suffix``: each prompt is the text before a hole of at most ``max_tokens`` tokens and
+        the suffix the text after it (``InfillTask``'s path). A choice's text is the fill only (OpenAI's insert
+        mode). The fill is known only when its canvases are done, so a stream sends it as one chunk, then the
+        finish chunk."""
+        from pipelines.tasks import InfillTask
+
+        task = InfillTask(fill_tokens=params.max_new_tokens)
+        tok, works, prompt_tokens = self.engine.tokenizer, [], 0
+        for prompt in req.prompts():
+            try:
+                job = task.prepare_row(None, {task.prefix_column: prompt, task.suffix_column: req.suffix})
+            except ValueError as err:
+                raise APIError(400, f"prompt: {err}", param="prompt") from None
+            try:
+                task.prompt_tokens(self.engine, job)
+            except ValueError as err:
+                raise APIError(400, f"max_tokens: {err}", param="max_tokens",
+                               code="context_length_exceeded") from None
+            works.append(EditWork(job, params, task.context_tokens))
+            prompt_tokens += len(job.prompt_head) + len(tok.encode(job.document, add_bos=False))
+        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": self.cfg.model_name}
+
+        def answer() -> tuple[list[dict], dict]:
+            choices, completion = [], 0
+            for i, work in enumerate(works):
+                text, stopped = cut_at_stop(work.result.text, req.stop)
+                finish = "stop" if stopped or work.result.finish_reason == "eos" else "length"
+                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish,
+                                "redraft": _stats(work.result)})
+                completion += len(work.result.token_ids)
+            return choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                             "total_tokens": prompt_tokens + completion}
+
+        if not req.stream:
+            await self._run_works(works)
+            choices, usage = answer()
+            return {**head, "object": "text_completion", "choices": choices, "usage": usage}
+
+        async def events():
+            try:
+                await self._run_works(works)
+            except APIError as err:
+                yield _sse(err.body())
+                yield _sse("[DONE]")
+                return
+            choices, usage = answer()
+            for choice in choices:
+                if choice["text"]:
+                    yield _sse({**head, "object": "text_completion", "choices": [
+                        {"index": choice["index"], "text": choice["text"], "logprobs": None, "finish_reason": None}]})
+                yield _sse({**head, "object": "text_completion", "choices": [{**choice, "text": ""}]})
+            if req.stream_options is not None and req.stream_options.include_usage:
+                yield _sse({**head, "object": "text_completion", "choices": [], "usage": usage})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     # ------------------------------------------------------------------------------------------- answers
     async def _generate(self, rows: list[Row]) -> None:

@@ -7,7 +7,10 @@ multi-canvas loop commits to its cache. Canvas ``k`` of a row draws from seed ``
 uses the request's seed itself, so a one-canvas answer equals ``engine.generate_ids`` with that seed. A row's text
 does not depend on which other rows share its batch.
 
-No Ray in this module (the Serve deployment runs ``generate_rows`` in a worker thread).
+Infill (``suffix``) and span edits are not generated canvas by canvas from a prompt: their holes sit in clamped
+canvases (``EditWork``, ``run_edit_works``), through the same code path as the bulk ``infill`` / ``edit`` tasks.
+
+No Ray in this module (the Serve deployment runs ``generate_rows`` and ``run_edit_works`` in a worker thread).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .metrics import record_engine_batch
+from .metrics import record_engine_batch, record_generation
 
 
 def canvas_seed(seed: int, canvas: int) -> int:
@@ -78,7 +81,8 @@ class Row:
                                 num_self_corrections=self.num_self_corrections)
 
 
-def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """``(text cut before the first stop string, whether one was found)``."""
     if not stop:
         return text, False
     hits = [i for i in (text.find(s) for s in stop) if i >= 0]
@@ -107,7 +111,7 @@ def _finish_canvas(engine, row: Row, res) -> None:
     row.num_passes += res.num_passes
     row.num_self_corrections += res.num_self_corrections
     row.seconds += res.seconds
-    row.text, stopped = _cut_at_stop(engine.tokenizer.decode(row.tokens), row.stop)
+    row.text, stopped = cut_at_stop(engine.tokenizer.decode(row.tokens), row.stop)
     if stopped or res.finish_reason == "eos":
         row.finish = "stop"
     elif len(row.tokens) >= row.params.max_new_tokens or not res.token_ids \
@@ -167,3 +171,44 @@ def _step(engine, params, group: list[Row], tags: dict | None) -> None:
         if res.seconds <= 0:  # rows the engine never ran (no room) still took the call's time
             res = dataclasses.replace(res, seconds=elapsed)
         _finish_canvas(engine, row, res)
+
+
+# --------------------------------------------------------------------------------------------- clamped canvases
+
+@dataclass
+class EditWork:
+    """One infill or edit job of a request (``pipelines.editing.EditJob``, holes and prompt head already planned
+    by ``InfillTask`` / ``EditTask``), with the request's sampling settings and seed. ``run_edit_works`` leaves
+    the job's ``GenerationResult`` on ``result`` and its hole fills on ``fills``, or the failure on ``error``."""
+
+    job: object
+    params: object
+    context_tokens: int
+    result: object = None
+    fills: list[str] | None = None
+    error: str | None = None
+
+
+def run_edit_works(engine, works: list[EditWork], tags: dict | None = None) -> None:
+    """Run ``works`` through ``pipelines.editing.run_edit_jobs_with_fills``, one call per group of equal sampling
+    settings (seed aside) and context size, so concurrent requests share engine calls and each job still draws
+    only from its own seed. A failing call marks its group's works with ``error`` (other groups go on)."""
+    from pipelines.editing import run_edit_jobs_with_fills
+
+    groups: dict = {}
+    for work in works:
+        groups.setdefault((dataclasses.replace(work.params, seed=0), work.context_tokens), []).append(work)
+    for (params, context_tokens), group in groups.items():
+        try:
+            out = run_edit_jobs_with_fills(engine, [w.job for w in group], params,
+                                           [w.params.seed for w in group], context_tokens)
+        except Exception as err:  # noqa: BLE001 - this group's failure; the rest of the batch goes on
+            for work in group:
+                work.error = f"{type(err).__name__}: {err}"
+            if tags is not None:
+                record_generation([], tags, errors=len(group))
+            continue
+        for work, (result, fills) in zip(group, out, strict=True):
+            work.result, work.fills = result, fills
+        if tags is not None:
+            record_generation([w.result for w in group], tags)
