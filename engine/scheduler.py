@@ -11,7 +11,9 @@ without waiting for the others:
 
 Rows therefore sit at different passes and different cache lengths; per-row temperatures, cache lengths and
 masks handle that. Every random draw of a row comes from its own ``torch.Generator`` in a fixed order (canvas
-init, then per pass: candidates, then noise), so a row's output never depends on which rows share its batch.
+init, then per pass: candidates, then noise), so a row's output does not depend on which rows share its batch,
+beyond the fp32 rounding of batched kernels (grouped-GEMM group sizes and attention masks move a row's logits by
+about 1e-5; a draw that lands within that distance of a boundary can pick another token).
 
 Clamped canvases: a row may carry a ``known`` layout, one entry per canvas position: ``FREE`` (-1) positions are
 denoised, every other entry is a token that is never renoised or changed. Clamping works on the logits: a known
