@@ -36,9 +36,8 @@ class KVCache:
         """Every row holds the same number of tokens (then ranges are plain slices and no mask is needed)."""
         return min(self.lengths) == max(self.lengths)
 
-    def lengths_tensor(self, rows: list[int] | None = None) -> torch.Tensor:
-        values = self.lengths if rows is None else [self.lengths[r] for r in rows]
-        return torch.tensor(values, dtype=torch.long, device=self.device)
+    def lengths_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.lengths, dtype=torch.long, device=self.device)
 
     def check_room(self, rows: list[int] | None, n: int) -> None:
         need = max(self.lengths if rows is None else [self.lengths[r] for r in rows]) + n

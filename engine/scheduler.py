@@ -73,8 +73,14 @@ class _Live:
     canvas_index: int = 0
     steps_left: int = 0
     known: torch.Tensor | None = None  # [C] long, FREE where denoised
-    allowed: torch.Tensor | None = None  # [C] long, -1 where unrestricted
+    known_pos: torch.Tensor | None = None  # positions of the known tokens
+    restricted_pos: list[int] | None = None  # free positions restricted by a mask ...
+    restricted_masks: torch.Tensor | None = None  # ... and their rows of the mask table
     free: int = 0
+
+    @property
+    def clamped(self) -> bool:
+        return self.known is not None or self.restricted_pos is not None
 
 
 class Scheduler:
@@ -97,46 +103,41 @@ class Scheduler:
         plan, c = self.plans[live.row], self.c
         live.steps_left = self.params.max_denoising_steps
         tokens = torch.randint(0, self.v, (c,), generator=live.gen, device=self.device)
-        live.known = live.allowed = None
+        live.known = live.known_pos = live.restricted_pos = live.restricted_masks = None
         live.free = c
         if plan.known is not None:
             span = slice(live.canvas_index * c, (live.canvas_index + 1) * c)
             known = torch.tensor(plan.known[span], dtype=torch.long, device=self.device)
             if bool((known != FREE).any()):
-                live.known = known
+                live.known, live.known_pos = known, (known != FREE).nonzero().flatten()
                 live.free = int((known == FREE).sum())
                 tokens = torch.where(known == FREE, tokens, known)
             if plan.allowed is not None:
                 allowed = torch.tensor(plan.allowed[span], dtype=torch.long, device=self.device)
-                if live.known is not None:
-                    allowed = torch.where(live.known == FREE, allowed, -1)
-                if bool((allowed >= 0).any()):
-                    live.allowed = allowed
+                allowed = torch.where(known == FREE, allowed, -1)  # masks do not apply at known positions
+                restricted = (allowed >= 0).nonzero().flatten()
+                if restricted.numel():
+                    live.restricted_pos, live.restricted_masks = restricted.tolist(), allowed[restricted]
         return tokens
 
     def _prefill(self, rows: list[int]) -> KVCache:
         prompts = [self.plans[r].prompt for r in rows]
-        longest = max(len(p) for p in prompts)
-        pad_id = self.engine.config.pad_token_id
-        ids = torch.tensor([p + [pad_id] * (longest - len(p)) for p in prompts], dtype=torch.long, device=self.device)
-        cache = KVCache(self.engine.config, len(rows), max(self.capacity, longest), self.model.dtype, self.device)
-        self.model.encode(ids, cache, valid=[len(p) for p in prompts])
-        return cache
+        # every cache gets the call's whole capacity, so caches of rows admitted later concatenate without regrowing
+        return self.engine._prefill(prompts, self.capacity - max(len(p) for p in prompts))
 
     # ------------------------------------------------------------------------------------------- clamps
     def _clamp_logits(self, logits: torch.Tensor) -> None:
         """Apply each row's allowed-token masks and known tokens to this pass's logits, in place."""
         for b, live in enumerate(self.live):
-            if live.allowed is not None:
-                restricted = (live.allowed >= 0).nonzero().flatten().tolist()
-                mask_ids = live.allowed[restricted]
+            if live.restricted_pos is not None:
+                restricted, mask_ids = live.restricted_pos, live.restricted_masks
                 for s in range(0, len(restricted), self.chunk):
                     pos = restricted[s:s + self.chunk]
                     block = logits[b, pos]
                     block.masked_fill_(~self.masks[mask_ids[s:s + self.chunk]], _NEG)
                     logits[b, pos] = block
             if live.known is not None:
-                pos = (live.known != FREE).nonzero().flatten()
+                pos = live.known_pos
                 for s in range(0, pos.shape[0], self.chunk):
                     p = pos[s:s + self.chunk]
                     logits[b, p] = _NEG
@@ -152,7 +153,6 @@ class Scheduler:
         cache: KVCache | None = None
         canvas = soft = prev_acc = None
         tracker = StopTracker(0, c, params.stability_threshold, params.confidence_threshold, self.device)
-        fresh = torch.zeros(0, dtype=torch.bool)  # rows on the first pass of their canvas (no self-conditioning)
         while queue or self.live:
             # admit waiting rows into free places (a canvas boundary for the rows that just left)
             room = self.max_inflight - len(self.live)
@@ -171,13 +171,13 @@ class Scheduler:
                 new_acc = torch.zeros(len(new), c, dtype=torch.bool, device=self.device)
                 prev_acc = new_acc if prev_acc is None else torch.cat([prev_acc, new_acc])
                 tracker.extend(len(new))
-                fresh = torch.cat([fresh, torch.ones(len(new), dtype=torch.bool)])
 
             # one denoising pass over every canvas in flight
             b = len(self.live)
-            all_fresh = bool(fresh.all())
+            # every row on the first pass of its canvas: no self-conditioning signal at all (zeros add exactly 0)
+            all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in self.live)
             logits = self.engine._logits(self.model.decode(canvas, cache, None if all_fresh else soft))
-            if any(lv.known is not None or lv.allowed is not None for lv in self.live):
+            if any(lv.clamped for lv in self.live):
                 self._clamp_logits(logits)
             temps = torch.tensor([params.temperature(lv.steps_left) for lv in self.live], device=self.device)
             gens = [lv.gen for lv in self.live]
@@ -187,7 +187,6 @@ class Scheduler:
             canvas, accepted = accept_and_renoise(entropy, cand, noise, params.entropy_bound)
             fixed = (prev_acc & ~accepted).sum(-1).tolist()
             prev_acc = accepted
-            fresh = torch.zeros(b, dtype=torch.bool)
             for lv, k in zip(self.live, fixed):
                 self.out[lv.row].num_corrections += k
                 self.out[lv.row].num_passes += 1
@@ -215,7 +214,6 @@ class Scheduler:
                     canvas[i] = self._start_canvas(lv)
                     soft[i] = 0
                     prev_acc[i] = False
-                    fresh[i] = True
                 tracker.reset(idx)
             if finished_rows:
                 keep = [i for i in range(b) if i not in finished_rows]
@@ -223,13 +221,11 @@ class Scheduler:
                 if not keep:
                     cache = canvas = soft = prev_acc = None
                     tracker.keep(torch.zeros(0, dtype=torch.long, device=self.device))
-                    fresh = torch.zeros(0, dtype=torch.bool)
                     continue
                 kt = torch.tensor(keep, device=self.device)
                 cache = cache.select(keep)
                 canvas, soft, prev_acc = canvas[kt], soft[kt], prev_acc[kt]
                 tracker.keep(kt)
-                fresh = fresh[torch.tensor(keep)]
         return self.out
 
     def _finish_canvases(self, argmax: torch.Tensor, done: list[bool], now: float) -> tuple[set[int], list[int]]:
