@@ -221,8 +221,29 @@ def _prompt_head(engine, instruction: str | None) -> list[int]:
     return engine.tokenizer.encode(engine.apply_chat_template([{"role": "user", "content": instruction}]))
 
 
+class _CanvasEditTask(Task):
+    """Infill and edit: a row is an ``EditJob`` whose holes run on clamped canvases (``run_edit_jobs``); the
+    kinds differ in where the holes come from (``plan``)."""
+
+    instruction: str | None
+    context_tokens: int
+
+    def plan(self, engine, job: EditJob) -> None:
+        """Set ``job.holes`` (each hole's span and token budget)."""
+        raise NotImplementedError
+
+    def prompt_tokens(self, engine, job: EditJob) -> int:
+        job.prompt_head = _prompt_head(engine, self.instruction)
+        self.plan(engine, job)
+        check_fits(job, engine.canvas_length, engine.config.max_position_embeddings)
+        return len(job.prompt_head)
+
+    def generate(self, engine, jobs: list[EditJob], params, seeds: list[int]):
+        return run_edit_jobs(engine, jobs, params, seeds, self.context_tokens)
+
+
 @register
-class InfillTask(Task):
+class InfillTask(_CanvasEditTask):
     """Fill the hole between a prefix and a suffix (two columns, or the text with a hole marker). The output is the
     fill only, so prefix + output + suffix is the document; positions of the ``fill_tokens`` budget the model
     leaves unused (end-of-sequence, padding) are dropped."""
@@ -261,21 +282,15 @@ class InfillTask(Task):
                                  f"task.max_input_chars is {self.max_input_chars}")
         return EditJob(prefix + suffix, [(len(prefix), len(prefix))], fill_only=True)
 
-    def prompt_tokens(self, engine, job: EditJob) -> int:
-        job.prompt_head = _prompt_head(engine, self.instruction)
+    def plan(self, engine, job: EditJob) -> None:
         job.holes = [Hole(job.spans[0][0], job.spans[0][1], self.fill_tokens)]
-        check_fits(job, engine.canvas_length, engine.config.max_position_embeddings)
-        return len(job.prompt_head)
-
-    def generate(self, engine, jobs: list[EditJob], params, seeds: list[int]):
-        return run_edit_jobs(engine, jobs, params, seeds, self.context_tokens)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "fill_tokens": self.fill_tokens}
 
 
 @register
-class EditTask(Task):
+class EditTask(_CanvasEditTask):
     """Rewrite only the given spans of the document (a spans column of ``[start, end)`` character offsets, or
     spans marked in the text); the output is the whole document, every character outside the spans unchanged.
 
@@ -313,14 +328,8 @@ class EditTask(Task):
             math.ceil(span_tokens * self.edit_token_ratio) + self.edit_extra_tokens
         return budget if self.max_span_tokens is None else min(budget, self.max_span_tokens)
 
-    def prompt_tokens(self, engine, job: EditJob) -> int:
-        job.prompt_head = _prompt_head(engine, self.instruction)
+    def plan(self, engine, job: EditJob) -> None:
         plan_holes(engine.tokenizer, job, self.budget, self.window_tokens)
-        check_fits(job, engine.canvas_length, engine.config.max_position_embeddings)
-        return len(job.prompt_head)
-
-    def generate(self, engine, jobs: list[EditJob], params, seeds: list[int]):
-        return run_edit_jobs(engine, jobs, params, seeds, self.context_tokens)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "instruction": self.instruction}
