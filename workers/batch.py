@@ -38,6 +38,20 @@ INTERNAL_FIELDS = [pa.field("__shard", pa.string()), pa.field("__row", pa.int64(
 STAGED_SCHEMA = pa.schema(list(OUTPUT_SCHEMA) + INTERNAL_FIELDS)
 
 
+def text_problem(text, max_input_chars: int) -> str | None:
+    """Why a row's text cannot be used (the message of its error row), or None. Both backends use it, so a bad
+    row reads the same whichever engine the job runs."""
+    if text is None:
+        return "text is null"
+    if not isinstance(text, str):
+        return f"text is a {type(text).__name__}, not a string"
+    if not text.strip():
+        return "text is empty"
+    if len(text) > max_input_chars:
+        return f"text has {len(text)} characters; task.max_input_chars is {max_input_chars}"
+    return None
+
+
 def row_seed(base_seed: int, row_id: str) -> int:
     """The seed of one row: fixed by the job's seed and the row's id, so neither batching nor resuming changes
     a row's output."""
@@ -98,14 +112,9 @@ class RedraftBatchWorker:
         if input_error:
             return None, input_error
         if self.task.reads_text:
-            if text is None:
-                return None, "text is null"
-            if not isinstance(text, str):
-                return None, f"text is a {type(text).__name__}, not a string"
-            if not text.strip():
-                return None, "text is empty"
-            if len(text) > self.max_input_chars:
-                return None, f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
+            problem = text_problem(text, self.max_input_chars)
+            if problem is not None:
+                return None, problem
         try:
             prompt = self.task.prepare_row(text, columns)
         except ValueError as err:

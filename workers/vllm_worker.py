@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from workers.batch import INTERNAL_FIELDS, OUTPUT_SCHEMA, row_seed
+from workers.batch import INTERNAL_FIELDS, OUTPUT_SCHEMA, row_seed, text_problem
 
 # Tokens that end a chat turn in common templates; generation stops at them as it stops at EOS (as redraft's
 # engine does for its own templates).
@@ -124,21 +124,8 @@ class VLLMRowPreparer:
         self.checkpoint, self.task, self.sampling = checkpoint, task, sampling
         self.max_input_chars, self.max_prompt_tokens = max_input_chars, max_prompt_tokens
 
-    def _check(self, text, input_error) -> str | None:
-        if input_error:
-            return input_error
-        if text is None:
-            return "text is null"
-        if not isinstance(text, str):
-            return f"text is a {type(text).__name__}, not a string"
-        if not text.strip():
-            return "text is empty"
-        if len(text) > self.max_input_chars:
-            return f"text has {len(text)} characters; task.max_input_chars is {self.max_input_chars}"
-        return None
-
     def __call__(self, row: dict) -> dict:
-        error = self._check(row["__text"], row["__input_error"])
+        error = row["__input_error"] or text_problem(row["__text"], self.max_input_chars)
         if error is None:
             tok = _tokenizer(self.checkpoint)
             prompt = self.task.prepare(row["__text"])
