@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("config", metavar="CONFIG.yaml", help="the Serve config, e.g. configs/serve.yaml")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override one config value, e.g. --set http.port=8001")
+    from . import evaluate, train
+
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 
@@ -177,6 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if args.command == "demo-checkpoint":
         return cmd_demo_checkpoint(args)
+    if args.command == "train":
+        from .train import cmd_train
+
+        return cmd_train(args)
+    if args.command == "eval":
+        from .evaluate import cmd_eval
+
+        return cmd_eval(args)
     if args.command == "serve":
         from workers.serve import serve_command
 
