@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite or generate text in bulk with a diffusion language model (DiffusionGemma) on Ray. "
                     "A job reads a corpus (Parquet or JSON Lines, local or S3), runs one engine per Ray actor, "
                     "and writes exactly one output row per input row.",
-        epilog="Run 'redraft run --help' for every job config key. Quick start: 'redraft demo-checkpoint "
-               "checkpoints/tiny-diffusiongemma' then 'redraft run configs/demo.yaml'.",
+        epilog="Run 'redraft run --help' for every job config key. Quick start: 'redraft demo' (the demo jobs "
+               "on the model shipped in configs/models/code-tiny).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (redraft's own progress lines)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("config", metavar="CONFIG.yaml", help="the Serve config, e.g. configs/serve.yaml")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override one config value, e.g. --set http.port=8001")
-    from . import evaluate, train
+    from . import demo, evaluate, train
 
+    demo.add_parser(sub)
     train.add_parser(sub)
     evaluate.add_parser(sub)
     return parser
@@ -181,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if args.command == "demo-checkpoint":
         return cmd_demo_checkpoint(args)
+    if args.command == "demo":
+        from .demo import cmd_demo
+
+        return cmd_demo(args)
     if args.command == "train":
         from .train import cmd_train
 
