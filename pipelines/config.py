@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +30,55 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-class _Model(BaseModel):
+def _number_kind(annotation) -> str | None:
+    """'an integer' / 'a number' when ``annotation`` takes numbers but not booleans, else None."""
+    if annotation is Any:
+        return None
+    origin = typing.get_origin(annotation)
+    args = set(typing.get_args(annotation)) if origin in (typing.Union, types.UnionType) else {annotation}
+    if bool in args or Any in args:
+        return None
+    if int in args:
+        return "an integer"
+    return "a number" if float in args else None
+
+
+def _bool_in_number(annotation, value) -> str | None:
+    """The problem when ``value`` (or an item of it, for list/dict fields) is a boolean where a number goes."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if isinstance(value, bool):
+            kind = _number_kind(annotation)
+            return f"must be {kind}, not a boolean (got {str(value).lower()})" if kind else None
+        containers = [a for a in typing.get_args(annotation) if typing.get_origin(a) in (list, dict)]
+        return _bool_in_number(containers[0], value) if len(containers) == 1 else None
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(annotation) or (Any,)
+        return next((p for p in (_bool_in_number(item, v) for v in value) if p), None)
+    if origin is dict and isinstance(value, dict):
+        item = (typing.get_args(annotation) or (Any, Any))[-1]
+        return next((p for p in (_bool_in_number(item, v) for v in value.values()) if p), None)
+    if isinstance(value, bool):
+        kind = _number_kind(annotation)
+        return f"must be {kind}, not a boolean (got {str(value).lower()})" if kind else None
+    return None
+
+
+class NoBoolNumbers(BaseModel):
+    """Base of every redraft config model: YAML's ``true`` is not the number 1 (pydantic's lax mode would take it
+    for an int or float field, so ``max_new_tokens: true`` would mean 1)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _reject_bool_numbers(cls, value, info):
+        field = cls.model_fields.get(info.field_name) if info.field_name else None
+        problem = _bool_in_number(field.annotation, value) if field is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class _Model(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 

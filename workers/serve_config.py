@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from pipelines.config import SamplingConfig, apply_overrides
+from pipelines.config import NoBoolNumbers, SamplingConfig, apply_overrides
 
 DEMO_CHECKPOINT_HINT = "create it with: redraft demo-checkpoint {path}"
 
@@ -27,7 +27,7 @@ class ServeConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
-class _Model(BaseModel):
+class _Model(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
