@@ -1,5 +1,5 @@
 """The full-size DiffusionGemma text model (25.2B parameters, 3.8B active) with random weights on one GPU:
-tokens/s at batch 1, 8 and 32 against the two physical limits of REFERENCE.md section 3.
+tokens/s at batch 1, 8 and 32 against its two physical limits (README.md, 'Full size on one GPU').
 
 No checkpoint is read: the model is built on the meta device from the published config (``FULL_SIZE``, the
 ``text_config`` of google/diffusiongemma-26B-A4B-it), materialised on the device in the run dtype and filled

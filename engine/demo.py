@@ -59,7 +59,7 @@ CONFIGS: dict[str, dict] = {
             layer_types=["full_attention", "sliding_attention", "full_attention"],
         ),
     ),
-    "bench": dict(  # the benchmark size (REFERENCE.md section 5): hidden 128, 6 layers, 8 experts top-2, canvas 32
+    "bench": dict(  # the benchmark size (README.md, 'Performance'): hidden 128, 6 layers, 8 experts top-2, canvas 32
         canvas_length=32,
         text=dict(
             hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser(
         "serve", help="serve the model over OpenAI-compatible HTTP on Ray Serve",
         description="Start a Ray Serve app (127.0.0.1:8000 by default) with /v1/completions, /v1/chat/completions, "
-                    "/v1/models and /v1/edits. Ray: RAY_ADDRESS, else a local cluster. See workers/README_SERVE.md.")
+                    "/v1/models and /v1/edits. Ray: RAY_ADDRESS, else a local cluster. See README.md, section 'Interactive editing: redraft serve'.")
     srv.add_argument("config", metavar="CONFIG.yaml", help="the Serve config, e.g. configs/serve.yaml")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override one config value, e.g. --set http.port=8001")

@@ -92,7 +92,7 @@ def check_checkpoint(cfg: JobConfig) -> None:
 
 def _init_ray(cfg: JobConfig) -> None:
     """Connect to RAY_ADDRESS's cluster, or start a local one with enough logical CPUs that the engine actors
-    cannot starve the read and write tasks (REFERENCE: actor pipelines deadlock on too few CPUs)."""
+    cannot starve the read and write tasks (Ray Data's actor pipelines deadlock when the actors hold every CPU)."""
     import ray
 
     if ray.is_initialized():

@@ -115,7 +115,7 @@ def test_parameter_counts_match_the_model():
             model = DiffusionGemmaModel(cfg)
         assert parameter_counts(cfg)["total"] == sum(p.numel() for p in model.parameters())
     full = parameter_counts(build_config(FULL_SIZE))
-    # REFERENCE.md section 1: 25.2B total, 3.8B active
+    # the published model card: 25.2B total, 3.8B active
     assert abs(full["total"] - 25.2e9) < 0.1e9 and abs(full["active"] - 3.8e9) < 0.1e9
     assert full["experts"] / full["total"] > 0.9
 
