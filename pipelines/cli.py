@@ -24,7 +24,7 @@ examples:
   redraft run configs/demo.yaml
   redraft run configs/nightly_rewrite.yaml --set sampling.seed=7 --set workers.batch_size=64
   redraft run configs/demo.yaml --set output.path=/tmp/out2 --set job.resume=false
-  redraft run configs/demo.yaml --check        # validate the config and plan the input, generate nothing
+  redraft run configs/demo.yaml --check        # validate, plan the input, probe the output; generate nothing
 
 Output: one Parquet row per input row (id, status, error, output, num_output_tokens, num_passes,
 tokens_per_pass, seconds, model, sampling_hash) in OUTPUT/part-*.parquet, and OUTPUT/summary.json.
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one config value; VALUE is read as YAML (numbers, true/false, null, [a, b]); "
                           "repeatable, e.g. --set sampling.max_new_tokens=64")
     run.add_argument("--check", action="store_true",
-                     help="validate the config, check the checkpoint and plan the input, then stop")
+                     help="validate the config, check the checkpoint, plan the input and check that output.path can be "
+                          "written (a probe file, removed again), then stop")
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     demo = sub.add_parser(
         "demo-checkpoint", help="write a tiny random DiffusionGemma checkpoint for the demo",
@@ -138,6 +139,11 @@ def _check(cfg) -> int:
         return EXIT_JOB_FAILED
     except StorageError as err:
         print(f"redraft: error: input.path: {err}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    try:
+        Location.of(cfg.output.path, cfg.output_storage()).check_writable()
+    except StorageError as err:
+        print(f"redraft: error: output.path: {err}", file=sys.stderr)
         return EXIT_JOB_FAILED
     shards = make_shards(files, cfg.output.rows_per_file)
     print(f"config ok: {sum(f.num_rows for f in files):,} rows in {len(files)} input files -> "

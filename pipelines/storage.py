@@ -183,6 +183,24 @@ class Location:
         except OSError as err:
             raise StorageError(f"cannot delete {self.display(path)}: {err}") from None
 
+    def check_writable(self) -> None:
+        """Prove the root can be written, leaving nothing behind: local, create and remove a probe file in the
+        root or its nearest existing parent (folders are created by the job itself); S3, write and delete a small
+        probe object under the root. Raises ``StorageError`` naming the path and the cause."""
+        probe = f".redraft-write-probe-{uuid.uuid4().hex}"
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            _check_local_writable(self.root, probe)
+            return
+        key = self.join(probe)
+        try:
+            with self.fs.open_output_stream(key) as out:
+                out.write(b"redraft write probe\n")
+            self.fs.delete_file(key)
+        except OSError as err:
+            raise StorageError(
+                f"cannot write to {self.uri}: {err} (check that the bucket exists and that the credentials, from "
+                "output.storage / input.storage or the standard AWS chain, allow writing and deleting there)") from None
+
     def delete_dir(self, path: str) -> None:
         try:
             if self.info(path).type == pafs.FileType.Directory:
@@ -191,3 +209,18 @@ class Location:
             pass
         except OSError as err:
             raise StorageError(f"cannot delete {self.display(path)}: {err}") from None
+
+
+def _check_local_writable(root: str, probe: str) -> None:
+    existing = root
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise StorageError(f"cannot write to {root}: {existing} is a file, not a directory")
+    path = os.path.join(existing, probe)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.remove(path)
+    except OSError as err:
+        where = root if existing == root else f"{root} (its nearest existing folder {existing})"
+        raise StorageError(f"cannot write to {where}: {err.strerror or err}") from None
