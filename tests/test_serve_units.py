@@ -246,3 +246,31 @@ def test_infill_work_keeps_the_budget_and_no_special_tokens(tiny_engine):
         ids = work.result.token_ids
         assert len(ids) <= 20 and not special & set(ids)
         assert work.result.text == tiny_engine.tokenizer.decode(ids) == "".join(work.fills)
+
+
+def test_cli_serve_refuses_a_taken_port_before_announcing_it(tiny_checkpoint, monkeypatch, capsys):
+    import socket
+
+    from pipelines.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        code = main(["serve", str(ROOT / "configs" / "serve.yaml"), "--set", f"engine.checkpoint={tiny_checkpoint}",
+                     "--set", "http.host=127.0.0.1", "--set", f"http.port={port}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [f"redraft serve: error: http.port: 127.0.0.1:{port} is already in use by "
+                                        f"another process; stop it or choose another port, e.g. --set "
+                                        f"http.port={port + 1}"]
+
+
+def test_port_check_passes_on_a_free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    validate_serve_config({"engine": {"checkpoint": "c"}, "http": {"port": port}}).check_port()

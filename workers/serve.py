@@ -396,7 +396,7 @@ def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: boo
     Returns the deployment handle (``blocking=True`` serves until interrupted instead).
 
     Raises:
-        ServeConfigError: the checkpoint is missing or the bind is unsafe.
+        ServeConfigError: the checkpoint is missing, the bind is unsafe, or (Ray started here) the port is taken.
     """
     import ray
 
@@ -405,6 +405,8 @@ def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: boo
     cfg.check_bind(api_key_set=api_key is not None)
     cfg.check_checkpoint()
     if not ray.is_initialized():
+        if start_http and not env.get("RAY_ADDRESS"):
+            cfg.check_port()  # a local proxy binds on this machine; a cluster's binds on its head node
         ray.init(address=env.get("RAY_ADDRESS") or None)
     if start_http:
         serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
@@ -413,7 +415,8 @@ def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: boo
 
 def serve_command(config_path: str, overrides: list[str] | None = None) -> int:
     """``redraft serve CONFIG.yaml [--set key=value ...]``: serve until interrupted. Returns the exit code
-    (2: the config is invalid, the checkpoint is missing or the bind is unsafe; nothing was started)."""
+    (2: the config is invalid, the checkpoint is missing, the bind is unsafe or the port is taken; nothing was
+    started)."""
     import sys
 
     from .serve_config import ServeConfigError, load_serve_config
@@ -424,6 +427,12 @@ def serve_command(config_path: str, overrides: list[str] | None = None) -> int:
         cfg.check_checkpoint()
     except ServeConfigError as err:
         print(f"redraft serve: {config_path}:\n  " + "\n  ".join(err.problems), file=sys.stderr)
+        return 2
+    try:
+        if not os.environ.get("RAY_ADDRESS"):  # a cluster's proxy binds on its head node, not here
+            cfg.check_port()
+    except ServeConfigError as err:
+        print(f"redraft serve: error: {err}", file=sys.stderr)
         return 2
     print(f"redraft serve: model {cfg.model_name!r} on http://{cfg.http.host}:{cfg.http.port}/v1 (Ctrl-C stops)",
           file=sys.stderr)

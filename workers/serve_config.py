@@ -7,7 +7,9 @@ narrow (``max_tokens``, ``temperature``, ``seed``).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -115,6 +117,23 @@ class ServeConfig(_Model):
         raise ServeConfigError([
             f"http.host: {self.http.host!r} is reachable from other machines and no API key is set; set "
             f"${self.http.api_key_env} to a secret token, bind 127.0.0.1, or set http.allow_public_bind: true"])
+
+
+    def check_port(self) -> None:
+        """Refuse an ``http.host:http.port`` this machine cannot bind (another process listens there), before
+        Serve starts: its proxy would fail only after the URL was announced, with a traceback."""
+        host, port = self.http.host, self.http.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as uvicorn binds: a port left in TIME_WAIT by an earlier server is free, a listening one is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise ServeConfigError([f"http.port: {host}:{port} is already in use by another process; stop "
+                                            f"it or choose another port, e.g. --set http.port={port % 65535 + 1}"])
+                raise ServeConfigError([f"http.host: cannot bind {host}:{port} ({err.strerror or err})"]) from None
 
 
 def is_loopback(host: str) -> bool:
