@@ -102,6 +102,14 @@ def test_shipped_configs_are_valid():
     for path in paths:  # serve configs (redraft serve) have their own schema; every other one is a job config
         if path.name.startswith("serve"):
             assert isinstance(load_serve_config(path), ServeConfig)
+        elif path.name.startswith("train_"):  # redraft train
+            from pipelines.train import TrainConfig, load_train_config
+
+            assert isinstance(load_train_config(path), TrainConfig)
+        elif path.name.startswith("eval_"):  # redraft eval
+            from pipelines.evaluate import EvalConfig, load_eval_config
+
+            assert isinstance(load_eval_config(path), EvalConfig)
         else:
             assert isinstance(load_config(path), JobConfig)
     nightly = load_config(REPO / "configs" / "nightly_rewrite.yaml")
