@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import textwrap
 
@@ -45,6 +44,20 @@ def _fields_help() -> str:
     return "\n".join(lines)
 
 
+VERBOSE_HELP = ("show more: redraft's INFO lines (every staged batch, every output file written), Ray Data's "
+                "own progress and logs, and Ray's lines unfiltered (by default redraft shows one progress display "
+                "counting rows, and drops the one error-level line Ray prints for every job that is not an error)")
+
+
+def _with_verbose(add_parser):
+    """Every subcommand takes -v too (redraft run -v ...), as well as before it (redraft -v run ...)."""
+    def add(*args, **kwargs):
+        p = add_parser(*args, **kwargs)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        return p
+    return add
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits 2 as well; keep the message short and helpful
         self.print_usage(sys.stderr)
@@ -60,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'redraft run --help' for every job config key. Quick start: 'redraft demo' (the demo jobs "
                "on the model shipped in configs/models/code-tiny).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more (redraft's own progress lines)")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser = _with_verbose(sub.add_parser)
     run = sub.add_parser(
         "run", help="run (or resume) a bulk job from a YAML config",
         description="Run a bulk job described by a YAML config. Rerunning the same config resumes: rows already "
@@ -118,12 +132,6 @@ def cmd_demo_checkpoint(args) -> int:
         return EXIT_JOB_FAILED
     print(f"wrote a tiny random '{args.shape}' DiffusionGemma checkpoint to {path}")
     return EXIT_OK
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("redraft").setLevel(logging.INFO)
 
 
 def _check(cfg) -> int:
@@ -185,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG
-    _configure_logging(args.verbose)
+    from . import console
+
+    console.configure(args.verbose, filter_stderr=argv is None)  # argv None: run as the program
     if args.command == "demo-checkpoint":
         return cmd_demo_checkpoint(args)
     if args.command == "demo":

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 
 from workers.batch import RedraftBatchWorker
 
+from . import console
 from .config import JobConfig
 from .inputs import InputPlanError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
@@ -229,8 +230,8 @@ def run_job(cfg: JobConfig) -> JobResult:
     to_read = [s for s in pending if len(staged.get(s.key, ())) < s.num_rows]
     rows_total = sum(s.num_rows for s in shards)
     rows_resumed = sum(s.num_rows for s in shards if s.key in done) + sum(len(v) for v in staged.values())
-    logger.info("job %s: %d rows in %d files -> %d output files; %d rows done earlier, %d to generate",
-                cfg.job.name, rows_total, len(files), len(shards), rows_resumed, rows_total - rows_resumed)
+    console.announce(f"job {cfg.job.name}: {rows_total:,} rows in {len(files)} input files -> {len(shards)} "
+                     f"output files; {rows_resumed:,} done earlier, {rows_total - rows_resumed:,} to generate")
     this_run = Counter()
     if pending:
         _init_ray(cfg)
@@ -289,8 +290,11 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
     from ray.data import DataContext
 
     res = _resources(cfg)
+    console.announce(f"job {cfg.job.name}: starting {res['concurrency']} engine actor(s) with {res['num_cpus']:g} "
+                     f"CPU and {res['num_gpus']:g} GPU each (model load), {cfg.workers.batch_size} rows per batch")
     ctx = DataContext.get_current()
     ctx.max_errored_blocks = 0  # a block that fails after its retries fails the job (rows are never dropped)
+    console.quiet_ray_data(ctx)
     compact = ray.remote(num_cpus=0.1, max_retries=3)(compact_shard)
     remaining = {s.key: s.num_rows - len(staged.get(s.key, ())) for s in pending}
     bounds = {s.key: (s.start, s.end) for s in pending}
@@ -315,19 +319,28 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
             ds = _engine_stage(ds, cfg, task, params, res)
         ds = ds.map_batches(stage_batch, batch_size=None, batch_format="pyarrow", fn_kwargs={"loc": out_loc},
                             num_cpus=0.1)
+        progress = console.RowProgress(sum(remaining.values()), f"job {cfg.job.name}")
         try:
             for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for r in receipts.to_pylist():
                     counts.update({k: r[k] for k in ("rows", "ok", "error", "output_tokens", "passes")})
+                    progress.update(r["rows"], r["ok"], r["error"])
+                    logger.info("staged %d row(s) of %s (%d ok, %d error)", r["rows"], r["shard"], r["ok"],
+                                r["error"])
                     remaining[r["shard"]] -= r["rows"]
                     if remaining[r["shard"]] <= 0:
                         submit(r["shard"])
         except Exception as err:  # noqa: BLE001 - Ray wraps worker failures; report them briefly
             raise JobError(f"the job stopped: {_root_cause(err)}\nRows finished so far are kept; run the same "
                            "command again to resume.") from err
+        finally:
+            progress.close()
     for key in remaining:  # safety net: compaction checks the rows itself
         submit(key)
-    incomplete = [r for r in ray.get(list(refs.values())) if r["missing"]]
+    compacted = ray.get(list(refs.values()))
+    for r in compacted:
+        logger.info("output file %s: %d rows%s", r["key"], r["rows"], f", {r['missing']} missing" if r["missing"] else "")
+    incomplete = [r for r in compacted if r["missing"]]
     if incomplete:
         lost = sum(r["missing"] for r in incomplete)
         raise JobError(f"{lost} rows of {len(incomplete)} output files were not generated "
