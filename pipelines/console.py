@@ -130,6 +130,15 @@ class StderrFilter:
         os.write(self._real, line)
 
 
+def _is_terminal(stream) -> bool:
+    """Whether ``stream`` ends on a terminal; for stderr behind ``StderrFilter``'s pipe, whether the real stderr
+    does."""
+    f = StderrFilter._installed
+    if f is not None and stream is sys.stderr:
+        return os.isatty(f._real)
+    return stream.isatty()
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -148,7 +157,7 @@ class RowProgress:
     def __init__(self, total: int, label: str, stream=None, interval: float | None = None, tty: bool | None = None):
         self.total, self.label = total, label
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.tty = _is_terminal(self.stream) if tty is None else tty
         if interval is None:
             interval = float(os.environ.get("REDRAFT_PROGRESS_SECONDS", "10"))
         self.interval = interval if not self.tty else 0.2
