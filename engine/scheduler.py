@@ -34,7 +34,8 @@ import torch
 
 from .errors import InputError
 from .kv_cache import KVCache
-from .sampling.entropy_bound import StopTracker, accept_and_renoise, position_chunk, sample_pass
+from .sampling.accept import accept_mask
+from .sampling.entropy_bound import StopTracker, position_chunk, sample_pass
 from .sampling.params import SamplingParams
 
 FREE = -1
@@ -181,10 +182,13 @@ class Scheduler:
                 self._clamp_logits(logits)
             temps = torch.tensor([params.temperature(lv.steps_left) for lv in self.live], device=self.device)
             gens = [lv.gen for lv in self.live]
-            cand, argmax, entropy, soft = sample_pass(logits, temps, gens, self.model.soft_embeddings, self.chunk)
+            # the entropy-bound sampler does not read the top probabilities: skip them
+            top = None if params.sampler == "entropy_bound" else torch.empty(b, c, device=self.device)
+            cand, argmax, entropy, soft = sample_pass(logits, temps, gens, self.model.soft_embeddings, self.chunk, top)
             del logits
             noise = torch.stack([torch.randint(0, self.v, (c,), generator=g, device=self.device) for g in gens])
-            canvas, accepted = accept_and_renoise(entropy, cand, noise, params.entropy_bound)
+            accepted = accept_mask(entropy, top, params)
+            canvas = torch.where(accepted, cand, noise)
             fixed = (prev_acc & ~accepted).sum(-1).tolist()
             prev_acc = accepted
             for lv, k in zip(self.live, fixed):

@@ -334,8 +334,16 @@ class SamplingConfig(_Model):
 
     max_new_tokens: int = Field(default=256, ge=1, le=1_000_000, description="Tokens to generate at most per row.")
     max_denoising_steps: int = Field(default=48, ge=1, le=10_000, description="Denoising passes per canvas at most.")
-    entropy_bound: float = Field(default=0.1, gt=0, description="Entropy budget of the positions accepted per "
-                                 "pass; higher accepts more tokens per pass (faster, rougher).")
+    sampler: Literal["entropy_bound", "confidence", "top_k"] = Field(
+        default="entropy_bound", description="Which positions a denoising pass accepts (the rest are renoised): "
+        "'entropy_bound' (the reference: an entropy budget), 'confidence' (top probability >= accept_threshold, at "
+        "least one per pass) or 'top_k' (the accept_k most confident). Ignored by engine.backend 'vllm'.")
+    entropy_bound: float = Field(default=0.1, gt=0, description="(sampler 'entropy_bound') Entropy budget of the "
+                                 "positions accepted per pass; higher accepts more tokens per pass (faster, rougher).")
+    accept_threshold: float = Field(default=0.9, gt=0, le=1, description="(sampler 'confidence') Top probability "
+                                    "a position needs to be accepted; lower accepts more tokens per pass.")
+    accept_k: int = Field(default=4, ge=1, description="(sampler 'top_k') Positions accepted per pass (the "
+                          "highest top probabilities; clamped positions do not count).")
     t_max: float = Field(default=0.8, gt=0, description="Temperature of the first pass.")
     t_min: float = Field(default=0.4, gt=0, description="Temperature of the last pass (<= t_max).")
     stability_threshold: int = Field(default=1, ge=0, description="A canvas stops early once its argmax is "
@@ -353,6 +361,14 @@ class SamplingConfig(_Model):
         if t_max is not None and value > t_max:
             raise ValueError(f"must be <= t_max ({t_max})")
         return value
+
+
+def _sampling_output_fields(sampling: SamplingConfig) -> dict:
+    """The sampling fields that can change an output row (unused samplers' knobs left out, as in the rows'
+    ``sampling_hash``), so a resume is not refused over a knob no row reads."""
+    from engine.sampling.params import SamplingParams
+
+    return SamplingParams(**sampling.model_dump()).output_fields()
 
 
 class WorkersConfig(_Model):
@@ -452,7 +468,7 @@ class JobConfig(_Model):
             "task": self.task.model_dump(),
             "engine": self.engine.model_dump(include={"backend", "checkpoint", "dtype", "quantization"}
                                              | ({"vllm"} if self.engine.backend == "vllm" else set())),
-            "sampling": self.sampling.model_dump(),
+            "sampling": _sampling_output_fields(self.sampling),
         }
 
     def fingerprint(self) -> str:

@@ -24,17 +24,13 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from .config import ConfigError, _describe, _Model, apply_overrides
+from .config import ConfigError, SamplingConfig, _describe, _Model, apply_overrides
+from .eval_sweep import EvalSetting, EvalSweep, expand_sweep, quantization_deltas
 
 
 class EvalModel(_Model):
     name: str = Field(description="Label in the report.")
     checkpoint: str = Field(description="Checkpoint folder (Hugging Face layout).")
-
-
-class EvalSetting(_Model):
-    name: str = Field(description="Label in the report.")
-    sampling: dict[str, Any] = Field(default_factory=dict, description="Overrides of the sampling section.")
 
 
 class EvalConfig(_Model):
@@ -53,7 +49,9 @@ class EvalConfig(_Model):
     context_tokens: int = Field(default=128, ge=1, description="Tokens of the prefix given as context.")
     sampling: dict[str, Any] = Field(default_factory=dict, description="The jobs' sampling section.")
     settings: list[EvalSetting] = Field(default_factory=lambda: [EvalSetting(name="default")],
-                                        description="Sampling settings to compare (a sweep).")
+                                        description="Sampling settings to compare.")
+    sweep: EvalSweep | None = Field(default=None, description="Settings to add as a grid (samplers' knobs x pass "
+                                    "budgets x weight precisions); the baselines then run at its first setting.")
     batch_size: int = Field(default=32, ge=1, description="Rows per engine call.")
     output: str = Field(default="out/eval", description="Folder for the holes, the jobs and report.json.")
 
@@ -74,7 +72,31 @@ def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> Ev
         raise ConfigError([f"split: must be train, validation, test or all, got {cfg.split!r}"])
     if cfg.kind not in ("line", "span", "body"):
         raise ConfigError([f"kind: must be line, span or body, got {cfg.kind!r}"])
+    if cfg.sweep is not None:
+        try:
+            swept = expand_sweep(cfg.sweep)
+        except ValueError as err:
+            raise ConfigError([str(err)]) from None
+        given = cfg.settings if "settings" in cfg.model_fields_set else []
+        cfg = cfg.model_copy(update={"settings": given + swept})
+    _check_settings(cfg)
     return cfg
+
+
+def _check_settings(cfg: EvalConfig) -> None:
+    """Every setting's sampling section is a valid job sampling section; names are unique."""
+    problems, seen = [], set()
+    for i, setting in enumerate(cfg.settings):
+        if setting.name in seen:
+            problems.append(f"settings[{i}].name: {setting.name!r} is used twice")
+        seen.add(setting.name)
+        try:
+            SamplingConfig.model_validate({**cfg.sampling, **setting.sampling})
+        except ValidationError as err:
+            problems += [f"settings[{i}] ({setting.name}): sampling." + _describe(e, SamplingConfig)
+                         for e in err.errors()]
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
 
 
 def _corpus_files(cfg: EvalConfig) -> list[tuple[str, str]]:
@@ -85,7 +107,8 @@ def _corpus_files(cfg: EvalConfig) -> list[tuple[str, str]]:
     return [(rel, (root / rel).read_text(encoding="utf-8", errors="replace")) for rel in list_files(root, split)]
 
 
-def _job(cfg: EvalConfig, name: str, checkpoint: Path, holes_file: Path, sampling: dict) -> Path:
+def _job(cfg: EvalConfig, name: str, checkpoint: Path, holes_file: Path, sampling: dict,
+         quantization: str = "none") -> Path:
     """Run one infill job over ``holes_file``; returns its output folder."""
     from .config import validate_config
     from .run import JobError, run_job
@@ -97,7 +120,8 @@ def _job(cfg: EvalConfig, name: str, checkpoint: Path, holes_file: Path, samplin
         "output": {"path": str(out), "rows_per_file": max(cfg.holes, 1)},
         "task": {"kind": "infill", "infill_input": "columns", "prefix_column": "prefix", "suffix_column": "suffix",
                  "fill_tokens": cfg.fill_tokens, "context_tokens": cfg.context_tokens},
-        "engine": {"backend": "redraft", "checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32"},
+        "engine": {"backend": "redraft", "checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32",
+                   "quantization": quantization},
         "sampling": {"seed": cfg.seed, **sampling},
         "workers": {"batch_size": cfg.batch_size, "concurrency": 1, "num_cpus": 1},
         "job": {"name": f"eval-{name}", "max_error_fraction": 1.0, "resume": False},
@@ -123,13 +147,16 @@ def _score_job(name: str, out: Path, holes, encode, canvas: int, fill_tokens: in
     rows = [fills.get(h.id) or {} for h in holes]
     ok = [r for r in rows if r.get("status") == "ok"]
     passes = sum(r["num_passes"] for r in ok)
+    tokens = sum(r["num_output_tokens"] for r in ok)
     canvases = len(ok) * -(-fill_tokens // canvas)
     result = score(preds, [h.truth for h in holes], encode)
     result.update({
         "name": name, "errors": len(rows) - len(ok),
-        "tokens_per_pass": sum(r["num_output_tokens"] for r in ok) / max(passes, 1),
+        "tokens_per_pass": tokens / max(passes, 1),
         "passes_per_canvas": passes / max(canvases, 1),
         "seconds": sum(r["seconds"] for r in ok),
+        # positions accepted on one pass and renoised on the next, per token of the final fills
+        "self_correction_share": sum(r.get("num_self_corrections") or 0 for r in ok) / max(tokens, 1),
     })
     return result
 
@@ -166,17 +193,21 @@ def run_eval(cfg: EvalConfig) -> dict:
 
         models.append(("random-weights", random_twin(first, out / "random-weights")))
     results = []
-    for setting in cfg.settings:
+    for i, setting in enumerate(cfg.settings):
         sampling = {**cfg.sampling, **setting.sampling}
-        runs = [(f"{n}", c, holes_file) for n, c in models]
-        if cfg.prefix_only:
+        # baselines run at every setting, or (a sweep) at the first one only; quantized: the models only
+        baselines = setting.quantization == "none" and (cfg.sweep is None or i == 0)
+        runs = [(n, c, holes_file) for n, c in (models if baselines else models[:len(cfg.models)])]
+        if cfg.prefix_only and baselines:
             runs.append((f"{cfg.models[0].name}-prefix-only", first, blind))
         for name, ckpt, file in runs:
             label = f"{name}@{setting.name}"
             print(f"eval: {label} on {len(holes)} {cfg.kind} holes ...", file=sys.stderr, flush=True)
-            job_out = _job(cfg, label.replace("@", "_"), ckpt, file, sampling)
+            job_out = _job(cfg, _safe(label), ckpt, file, sampling, setting.quantization)
             results.append({**_score_job(label, job_out, holes, encode, canvas, cfg.fill_tokens),
-                            "setting": setting.name, "model": name, "sampling": sampling})
+                            "setting": setting.name, "model": name, "sampling": sampling,
+                            "sampler": sampling.get("sampler", "entropy_bound"),
+                            "quantization": setting.quantization})
 
     train_texts = [t for _, t in _corpus_files(cfg.model_copy(update={"split": "train"}))] \
         if cfg.split != "all" else [t for _, t in files]
@@ -194,10 +225,18 @@ def run_eval(cfg: EvalConfig) -> dict:
     ]
     report = {"corpus": cfg.corpus, "split": cfg.split, "kind": cfg.kind, "holes": len(holes), "seed": cfg.seed,
               "fill_tokens": cfg.fill_tokens, "context_tokens": cfg.context_tokens, "results": results,
-              "trivial_baselines": trivial, "seconds": round(time.perf_counter() - started, 1)}
+              "trivial_baselines": trivial, "quantization_deltas": quantization_deltas(results),
+              "self_correction_share": "positions accepted on one pass and renoised on the next, summed over the "
+                                       "fills, divided by the fills' tokens",
+              "seconds": round(time.perf_counter() - started, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, out / "report.png")
     return report
+
+
+def _safe(label: str) -> str:
+    """A job folder name for a result label (``code-tiny@top_k=4,steps=8`` -> ``code-tiny_top_k-4_steps-8``)."""
+    return "".join(c if c.isalnum() or c in "-_." else ("_" if c in "@," else "-") for c in label)
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -209,33 +248,50 @@ def _plot(report: dict, path: Path) -> None:
     except ImportError:
         print("eval: matplotlib is not installed; no plot (pip install matplotlib)", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    by_model: dict[str, list] = {}
-    for r in report["results"]:
-        by_model.setdefault(r["model"], []).append(r)
-    for model, rows in by_model.items():
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    full = [r for r in report["results"] if r["quantization"] == "none"]
+    models = list(dict.fromkeys(r["model"] for r in full))
+    lines: dict[tuple, list] = {}
+    for r in full:  # one line per model and sampler (and pass budget): its points are the knob values
+        steps = r["sampling"].get("max_denoising_steps")
+        lines.setdefault((r["model"], r["sampler"], steps), []).append(r)
+    budgets = {k[2] for k in lines}
+    for (model, sampler, steps), rows in lines.items():
         rows = sorted(rows, key=lambda r: r["tokens_per_pass"])
-        ax.plot([r["tokens_per_pass"] for r in rows], [r["char_similarity"] for r in rows], "o-", label=model)
+        label = f"{model}, {sampler}" + (f", {steps} passes" if len(budgets) > 1 else "")
+        style = "o-" if len(rows) > 1 else "x"
+        ax.plot([r["tokens_per_pass"] for r in rows], [r["char_similarity"] for r in rows], style, label=label,
+                markersize=8 if model != models[0] else 5)
+    for i, t in enumerate(r for r in report["trivial_baselines"] if "char_similarity" in r):
+        ax.axhline(t["char_similarity"], color="grey", linestyle=("--", ":")[i % 2], linewidth=1,
+                   label=t["name"][:40])
     ax.set_xlabel("tokens per pass")
     ax.set_ylabel("character similarity")
     ax.set_title(f"{report['kind']} infill, {report['holes']} held-out holes")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def format_report(report: dict) -> str:
-    head = f"{'fill':44} {'exact':>6} {'tok acc':>8} {'char sim':>9} {'tok/pass':>9} {'pass/canvas':>12}"
+    head = (f"{'fill':44} {'exact':>6} {'tok acc':>8} {'char sim':>9} {'tok/pass':>9} {'pass/canvas':>12} "
+            f"{'seconds':>8} {'corr/tok':>9}")
     lines = [f"{report['kind']} infill: {report['holes']} holes from the {report['split']} split of {report['corpus']}",
              head, "-" * len(head)]
     for r in report["results"]:
-        lines.append(f"{r['name']:44} {r['exact_match']:6.1%} {r['token_accuracy']:8.3f} {r['char_similarity']:9.3f} "
-                     f"{r['tokens_per_pass']:9.2f} {r['passes_per_canvas']:12.2f}")
+        lines.append(f"{r['name'][:44]:44} {r['exact_match']:6.1%} {r['token_accuracy']:8.3f} "
+                     f"{r['char_similarity']:9.3f} {r['tokens_per_pass']:9.2f} {r['passes_per_canvas']:12.2f} "
+                     f"{r['seconds']:8.1f} {r['self_correction_share']:9.3f}")
     for r in report["trivial_baselines"]:
         em = f"{r['exact_match']:6.1%}" if "exact_match" in r else f"{'':6}"
         cs = f"{r['char_similarity']:9.3f}" if "char_similarity" in r else f"{'':9}"
         lines.append(f"{r['name'][:44]:44} {em} {r['token_accuracy']:8.3f} {cs}")
+    if report.get("quantization_deltas"):
+        lines += ["", f"{'quantized against full precision':44} {'exact':>6} {'tok acc':>8} {'char sim':>9}"]
+        for d in report["quantization_deltas"]:
+            lines.append(f"{d['name'][:44]:44} {d['delta_exact_match']:+6.1%} {d['delta_token_accuracy']:+8.3f} "
+                         f"{d['delta_char_similarity']:+9.3f}")
     return "\n".join(lines)
 
 

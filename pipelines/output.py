@@ -144,13 +144,21 @@ def stage_batch(batch: pa.Table, loc: Location) -> pa.Table:
     return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 
 
+def _with_new_columns(table: pa.Table) -> pa.Table:
+    """Rows staged before ``num_self_corrections`` was an output column (a resume across an upgrade) get 0."""
+    if "num_self_corrections" in table.column_names:
+        return table
+    at = table.column_names.index("tokens_per_pass") + 1
+    return table.add_column(at, "num_self_corrections", pa.array([0] * table.num_rows, pa.int64()))
+
+
 def compact_shard(loc: Location, key: str, start: int, end: int) -> dict:
     """Turn a shard's staged rows into its part file. Returns ``{"key", "rows", "missing"}``; when rows are
     missing nothing is written (the next run generates them)."""
     layout = OutputLayout(loc)
     files = [i.path for i in loc.list_files(layout.staging_dir(key), recursive=True)
              if i.path.endswith(".parquet") and TMP_MARK not in i.path]
-    tables = [loc.read_parquet(p).cast(STAGED_SCHEMA) for p in files]
+    tables = [_with_new_columns(loc.read_parquet(p)).cast(STAGED_SCHEMA) for p in files]
     table = pa.concat_tables(tables) if tables else STAGED_SCHEMA.empty_table()
     # a batch retried with a different split stages some rows twice: keep one copy of each row
     table = table.sort_by([("__row", "ascending")])

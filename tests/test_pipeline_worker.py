@@ -191,4 +191,5 @@ def test_real_engine_rejects_what_the_worker_lets_through(tiny_engine):
 
 def test_output_schema_columns_are_the_contract():
     assert OUTPUT_SCHEMA.names == ["id", "status", "error", "output", "num_output_tokens", "num_passes",
-                                   "tokens_per_pass", "seconds", "model", "sampling_hash"]
+                                   "tokens_per_pass", "num_self_corrections", "seconds", "model",
+                                   "sampling_hash"]

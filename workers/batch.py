@@ -30,6 +30,7 @@ OUTPUT_SCHEMA = pa.schema([
     pa.field("num_output_tokens", pa.int64(), nullable=False),   # 0 on error
     pa.field("num_passes", pa.int64(), nullable=False),          # denoising passes spent on the row
     pa.field("tokens_per_pass", pa.float64(), nullable=False),
+    pa.field("num_self_corrections", pa.int64(), nullable=False),  # accepted on a pass, renoised on the next
     pa.field("seconds", pa.float64(), nullable=False),           # engine time until the row finished
     pa.field("model", pa.string(), nullable=False),
     pa.field("sampling_hash", pa.string(), nullable=False),      # SamplingParams.digest()
@@ -182,6 +183,7 @@ class RedraftBatchWorker:
             cols["num_output_tokens"].append(len(ans.token_ids) if ok else 0)
             cols["num_passes"].append(int(ans.num_passes) if ok else 0)
             cols["tokens_per_pass"].append(float(ans.tokens_per_pass) if ok else 0.0)
+            cols["num_self_corrections"].append(int(getattr(ans, "num_self_corrections", 0)) if ok else 0)
             cols["seconds"].append(float(ans.seconds) if ok else 0.0)
             cols["model"].append(self.model)
             cols["sampling_hash"].append(self.sampling_hash)

@@ -202,6 +202,7 @@ class VLLMOutputAssembler:
             "num_output_tokens": [len(a.token_ids) if k else 0 for a, k in zip(answers, ok)],
             "num_passes": [a.num_passes if k else 0 for a, k in zip(answers, ok)],
             "tokens_per_pass": [a.tokens_per_pass if k else 0.0 for a, k in zip(answers, ok)],
+            "num_self_corrections": [0] * n,  # autoregressive: nothing is ever renoised
             "seconds": [a.seconds if k else 0.0 for a, k in zip(answers, ok)],
             "model": [self.model] * n,
             "sampling_hash": [self.sampling_hash] * n,

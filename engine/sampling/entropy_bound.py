@@ -6,8 +6,9 @@ One denoising pass, for a batch of canvases (B rows, C positions, V vocabulary):
 2. per position, chunk by chunk: softmax, entropy, a sampled candidate (inverse-CDF draw from the row's own
    ``torch.Generator``),
    the argmax, and the soft embedding ``softmax @ E * sqrt(D)`` that self-conditions the next pass;
-3. ``accept_and_renoise``: the lowest-entropy positions are accepted while their cumulative entropy less the
-   current one stays within ``entropy_bound``; every other position is re-drawn uniformly from the vocabulary.
+3. ``accept_and_renoise`` (the default ``entropy_bound`` sampler; ``accept.py`` holds all three): the
+   lowest-entropy positions are accepted while their cumulative entropy less the current one stays within
+   ``entropy_bound``; every other position is re-drawn uniformly from the vocabulary.
    Acceptance is recomputed over all positions each pass, which is what lets the model correct itself;
 4. ``StopTracker``: a row stops when its argmax canvas equals the previous ``stability_threshold`` argmaxes and
    its mean entropy is below ``confidence_threshold``.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import torch
 
+from .accept import entropy_bound_mask
+
 
 def accept_and_renoise(entropy_BC: torch.Tensor, candidates_BC: torch.Tensor, noise_BC: torch.Tensor,
                        entropy_bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns the next canvas (accepted candidates, noise elsewhere) and the accepted-position mask."""
-    sorted_BC, order_BC = torch.sort(entropy_BC, dim=-1, descending=False)
-    keep_sorted = torch.cumsum(sorted_BC, dim=-1) - sorted_BC <= entropy_bound
-    accepted_BC = torch.zeros_like(keep_sorted).scatter(-1, order_BC, keep_sorted)
+    """Returns the next canvas (accepted candidates, noise elsewhere) and the accepted-position mask (the
+    ``entropy_bound`` sampler; ``accept.accept_mask`` chooses among all of them)."""
+    accepted_BC = entropy_bound_mask(entropy_BC, entropy_bound)
     return torch.where(accepted_BC, candidates_BC, noise_BC), accepted_BC
 
 
@@ -77,11 +79,13 @@ def inverse_cdf_sample(cdf_PV: torch.Tensor, generator: torch.Generator) -> torc
 
 @torch.no_grad()
 def sample_pass(logits_BCV: torch.Tensor, temperature: float | torch.Tensor, generators: list[torch.Generator],
-                soft_embed, chunk: int):
+                soft_embed, chunk: int, top_prob_BC: torch.Tensor | None = None):
     """Steps 1-2 above. ``logits_BCV`` is scaled in place by ``temperature`` (one value, or one per row ``[B]``:
     rows of a continuous batch are at different passes); ``soft_embed(probs_NV)`` maps probabilities to
     self-conditioning embeddings; ``chunk`` is how many positions' full-vocabulary temporaries may exist at once.
     Returns candidates ``[B, C]``, argmax ``[B, C]``, entropy ``[B, C]`` (fp32) and soft embeddings ``[B, C, D]``.
+    ``top_prob_BC`` (fp32 ``[B, C]``), when given, is filled with each position's largest probability (what the
+    ``confidence`` and ``top_k`` samplers rank by).
 
     When whole rows fit in ``chunk``, blocks of rows are processed together; otherwise each row is cut at fixed
     position boundaries. Either way each row's sample is one inverse-CDF draw per fixed slice of that row,
@@ -105,6 +109,8 @@ def sample_pass(logits_BCV: torch.Tensor, temperature: float | torch.Tensor, gen
         p = torch.softmax(z, dim=-1)  # not logp.exp(): exp of very negative values is ~15x slower on CPU
         entropy[row:row + n_rows, pos] = -(p * logp).sum(-1)
         argmax[row:row + n_rows, pos] = z.argmax(-1)
+        if top_prob_BC is not None:
+            top_prob_BC[row:row + n_rows, pos] = p.amax(-1)
         emb = soft_embed(p.view(-1, v))
         if soft is None:
             soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
