@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from workers.batch import RedraftBatchWorker
 
 from .config import JobConfig
-from .inputs import InputPlanError, make_datasource, make_shards, plan_inputs
+from .inputs import InputPlanError, InputReadError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
 from .storage import Location, StorageError
 from .tasks import build_task
@@ -177,6 +177,17 @@ def _root_cause(err: BaseException) -> str:
     return f"{name.rsplit('.', 1)[-1]}: {message}"
 
 
+def _input_read_error(err: BaseException) -> str | None:
+    """The message of an ``InputReadError`` (an input file that cannot be read) anywhere in Ray's exception chain."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, InputReadError):
+            return _root_cause(err).removeprefix("InputReadError: ")
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def run_job(cfg: JobConfig) -> JobResult:
     """Run (or resume) a job to the end. Raises ``JobError`` on fatal problems."""
     started, started_at = time.perf_counter(), _now()
@@ -323,6 +334,9 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
                     if remaining[r["shard"]] <= 0:
                         submit(r["shard"])
         except Exception as err:  # noqa: BLE001 - Ray wraps worker failures; report them briefly
+            unreadable = _input_read_error(err)
+            if unreadable is not None:
+                raise JobError(unreadable) from err
             raise JobError(f"the job stopped: {_root_cause(err)}\nRows finished so far are kept; run the same "
                            "command again to resume.") from err
     for key in remaining:  # safety net: compaction checks the rows itself
