@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -90,6 +92,23 @@ def check_checkpoint(cfg: JobConfig) -> None:
             raise JobError(f"engine.checkpoint: {shard} is not a readable safetensors file ({err})") from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or Kubernetes stopping the job): handled like Ctrl-C, so staged rows are kept."""
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Make SIGTERM stop the job like Ctrl-C does (``Terminated``, a ``KeyboardInterrupt``). The CLI calls it;
+    ``ray.init`` replaces the handler, so ``_init_ray`` puts it back."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def _init_ray(cfg: JobConfig) -> None:
     """Connect to RAY_ADDRESS's cluster, or start a local one with enough logical CPUs that the engine actors
     cannot starve the read and write tasks (Ray Data's actor pipelines deadlock when the actors hold every CPU)."""
@@ -97,13 +116,16 @@ def _init_ray(cfg: JobConfig) -> None:
 
     if ray.is_initialized():
         return
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
-        return
-    c = cfg.workers.concurrency
-    actors = max(c) if isinstance(c, list) else (c or 1)
-    need = math.ceil(actors * cfg.workers.num_cpus) + 2
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
+    else:
+        c = cfg.workers.concurrency
+        actors = max(c) if isinstance(c, list) else (c or 1)
+        need = math.ceil(actors * cfg.workers.num_cpus) + 2
+        ray.init(num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
+    if ours:  # ray.init installed its own SIGTERM handler (it exits without redraft's resume message)
+        handle_sigterm()
 
 
 def _resources(cfg: JobConfig) -> dict:
