@@ -52,7 +52,8 @@ def _now() -> str:
 
 
 def check_checkpoint(cfg: JobConfig) -> None:
-    """Fail fast on a missing or unreadable checkpoint (the workers would fail later, once per actor)."""
+    """Fail fast on a missing or unreadable checkpoint, or one whose tensor shapes do not fit its config.json (read
+    from the safetensors headers only), before Ray starts; the workers would fail later, once per actor."""
     from engine import CheckpointError
     from engine.config import DiffusionGemmaConfig
 
@@ -90,6 +91,13 @@ def check_checkpoint(cfg: JobConfig) -> None:
                 f.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
             raise JobError(f"engine.checkpoint: {shard} is not a readable safetensors file ({err})") from None
+    if cfg.engine.backend != "vllm":
+        from engine.weights import check_tensor_shapes
+
+        try:  # headers only, against config.json's shapes: a mismatch is reported before any actor starts
+            check_tensor_shapes(path)
+        except CheckpointError as err:
+            raise JobError(f"engine.checkpoint: {err}") from None
 
 
 class Terminated(KeyboardInterrupt):
