@@ -3,8 +3,8 @@
 from .config import DiffusionGemmaConfig
 from .engine import CanvasResult, DiffusionEngine, GenerationResult
 from .scheduler import FREE
-from .errors import CheckpointError, EngineError, InputError
+from .errors import CheckpointError, EngineError, InputError, NonFiniteError
 from .sampling.params import SamplingParams
 
 __all__ = ["CanvasResult", "FREE", "DiffusionEngine", "DiffusionGemmaConfig", "GenerationResult", "SamplingParams",
-           "EngineError", "CheckpointError", "InputError"]
+           "EngineError", "CheckpointError", "InputError", "NonFiniteError"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import DiffusionGemmaConfig
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, NonFiniteError
 from .kv_cache import KVCache
 from .models.diffusion_gemma import DiffusionGemmaModel
 from .quantize import check_quantization, quantize_model
@@ -79,6 +79,14 @@ class CanvasResult:
     tokens_per_pass: float
     seconds: float
     num_self_corrections: int = 0
+
+
+def _check_finite(outcomes: list) -> list:
+    """Raise ``NonFiniteError`` when any row saw NaN/Inf (never return its garbage as a result)."""
+    bad = [r for r, o in enumerate(outcomes) if o.error is not None]
+    if bad:
+        raise NonFiniteError(bad, [outcomes[r].error for r in bad])
+    return outcomes
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -273,7 +281,7 @@ class DiffusionEngine:
         rows = self._check_prompt_ids(prompt_ids)
         seeds = self._check_seeds(seeds, len(rows), params)
         plans = plan_generation(rows, seeds, params, self.canvas_length, self.config.max_position_embeddings)
-        outcomes = Scheduler(self, params, plans, max_inflight or self.max_inflight, on_pass=on_pass).run()
+        outcomes = _check_finite(Scheduler(self, params, plans, max_inflight or self.max_inflight, on_pass=on_pass).run())
         out = []
         for o in outcomes:
             text = self.tokenizer.decode(o.tokens) if self.tokenizer is not None else ""
@@ -320,7 +328,8 @@ class DiffusionEngine:
             num_masks = allowed_masks.shape[0]
         plans = plan_clamped(rows, seeds, known, allowed, num_masks, self.config.vocab_size, self.config.pad_token_id,
                              self.canvas_length, self.config.max_position_embeddings)
-        outcomes = Scheduler(self, params, plans, max_inflight or self.max_inflight, allowed_masks, on_pass).run()
+        outcomes = _check_finite(Scheduler(self, params, plans, max_inflight or self.max_inflight, allowed_masks,
+                                           on_pass).run())
         out = []
         for row_known, o in zip(known, outcomes):
             row_known = list(row_known)

@@ -11,3 +11,13 @@ class CheckpointError(EngineError):
 
 class InputError(EngineError, ValueError):
     """A prompt or canvas the engine cannot process (empty, too long, out-of-range token ids)."""
+
+
+class NonFiniteError(EngineError):
+    """The model produced NaN or Inf for some rows (overflowing activations, broken weights): their text would be
+    garbage, so no result is returned. ``rows``: indices into the call's prompts; ``messages``: one per row."""
+
+    def __init__(self, rows: list[int], messages: list[str]):
+        self.rows, self.messages = rows, messages
+        more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+        super().__init__(f"row {rows[0]}: {messages[0]}{more}")

@@ -63,6 +63,7 @@ class RowOutcome:
     num_corrections: int = 0
     seconds: float = 0.0
     finish_reason: str = "length"
+    error: str | None = None  # the row's canvas produced NaN/Inf (the engine raises NonFiniteError)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Scheduler:
         queue = deque(r for r, plan in enumerate(self.plans) if plan.max_canvases > 0)
         self.live: list[_Live] = []
         cache: KVCache | None = None
-        canvas = soft = prev_acc = None
+        canvas = soft = prev_acc = nonfinite = None
         tracker = StopTracker(0, c, params.stability_threshold, params.confidence_threshold, self.device)
         while queue or self.live:
             # admit waiting rows into free places (a canvas boundary for the rows that just left)
@@ -171,13 +172,16 @@ class Scheduler:
                 soft = new_soft if soft is None else torch.cat([soft, new_soft])
                 new_acc = torch.zeros(len(new), c, dtype=torch.bool, device=self.device)
                 prev_acc = new_acc if prev_acc is None else torch.cat([prev_acc, new_acc])
+                new_bad = torch.zeros(len(new), dtype=torch.long, device=self.device)
+                nonfinite = new_bad if nonfinite is None else torch.cat([nonfinite, new_bad])
                 tracker.extend(len(new))
 
             # one denoising pass over every canvas in flight
             b = len(self.live)
             # every row on the first pass of its canvas: no self-conditioning signal at all (zeros add exactly 0)
             all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in self.live)
-            logits = self.engine._logits(self.model.decode(canvas, cache, None if all_fresh else soft))
+            hidden = self.model.decode(canvas, cache, None if all_fresh else soft)
+            logits = self.engine._logits(hidden)
             if any(lv.clamped for lv in self.live):
                 self._clamp_logits(logits)
             temps = torch.tensor([params.temperature(lv.steps_left) for lv in self.live], device=self.device)
@@ -186,6 +190,13 @@ class Scheduler:
             top = None if params.sampler == "entropy_bound" else torch.empty(b, c, device=self.device)
             cand, argmax, entropy, soft = sample_pass(logits, temps, gens, self.model.soft_embeddings, self.chunk, top)
             del logits
+            # garbage activations: one [B] flag per pass on device, read with the canvas's tokens when it ends (no
+            # extra host sync per pass). 1: NaN/Inf hidden states; 2: NaN/Inf logits (their NaN reaches the entropy);
+            # 4: all-zero hidden states (an overflow inside a norm, x*x = Inf, zeroes the row instead of NaN)
+            flat = hidden.flatten(1)
+            nonfinite |= (~torch.isfinite(flat).all(1)).long() | 4 * (flat == 0).all(1).long()
+            nonfinite |= 2 * (~torch.isfinite(entropy).all(1)).long()
+            del hidden
             noise = torch.stack([torch.randint(0, self.v, (c,), generator=g, device=self.device) for g in gens])
             accepted = accept_mask(entropy, top, params)
             canvas = torch.where(accepted, cand, noise)
@@ -208,7 +219,7 @@ class Scheduler:
 
             # canvases that are done: take their tokens; commit those that continue, drop rows that finished
             now = time.perf_counter() - start
-            finished_rows, commit = self._finish_canvases(argmax, done, now)
+            finished_rows, commit = self._finish_canvases(argmax, done, now, nonfinite)
             if commit:
                 idx = torch.tensor(commit, device=self.device)
                 self.model.encode(argmax[idx], cache, rows=commit)
@@ -223,21 +234,24 @@ class Scheduler:
                 keep = [i for i in range(b) if i not in finished_rows]
                 self.live = [self.live[i] for i in keep]
                 if not keep:
-                    cache = canvas = soft = prev_acc = None
+                    cache = canvas = soft = prev_acc = nonfinite = None
                     tracker.keep(torch.zeros(0, dtype=torch.long, device=self.device))
                     continue
                 kt = torch.tensor(keep, device=self.device)
                 cache = cache.select(keep)
-                canvas, soft, prev_acc = canvas[kt], soft[kt], prev_acc[kt]
+                canvas, soft, prev_acc, nonfinite = canvas[kt], soft[kt], prev_acc[kt], nonfinite[kt]
                 tracker.keep(kt)
         return self.out
 
-    def _finish_canvases(self, argmax: torch.Tensor, done: list[bool], now: float) -> tuple[set[int], list[int]]:
+    def _finish_canvases(self, argmax: torch.Tensor, done: list[bool], now: float,
+                         nonfinite: torch.Tensor) -> tuple[set[int], list[int]]:
         """Record the tokens of every finished canvas; returns (batch indices of rows that are done, batch
-        indices of rows whose canvas is committed and who go on)."""
+        indices of rows whose canvas is committed and who go on). A canvas that saw NaN/Inf ends its row with
+        ``RowOutcome.error``."""
         params, c = self.params, self.c
         idx = [i for i, d in enumerate(done) if d]
-        rows_argmax = argmax[torch.tensor(idx, device=self.device)]
+        idx_t = torch.tensor(idx, device=self.device)
+        rows_argmax = argmax[idx_t]
         free_rows = [j for j, i in enumerate(idx) if self.plans[self.live[i].row].known is None]
         first_eos = [c] * len(idx)
         if free_rows and not params.ignore_eos:
@@ -246,12 +260,22 @@ class Scheduler:
             found = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), c).tolist()
             for j, f in zip(free_rows, found):
                 first_eos[j] = f
-        values = rows_argmax.tolist()
+        values = torch.cat([rows_argmax, nonfinite[idx_t, None]], 1).tolist()  # one transfer: tokens and flags
         finished, commit = set(), []
         for j, i in enumerate(idx):
             lv = self.live[i]
             plan, out = self.plans[lv.row], self.out[lv.row]
             out.num_canvases += 1
+            flags = values[j].pop()
+            if flags:
+                what = " and ".join(n for bit, n in ((1, "non-finite (NaN/Inf) hidden states"),
+                                                     (2, "non-finite (NaN/Inf) logits"),
+                                                     (4, "all-zero hidden states")) if flags & bit)
+                out.error = (f"{what} in canvas {out.num_canvases}, by pass {out.num_passes}: the model's activations "
+                             "overflowed or its weights are broken")
+                out.seconds = now
+                finished.add(i)
+                continue
             if plan.known is not None:
                 out.tokens.extend(values[j])
                 over = out.num_canvases >= plan.max_canvases

@@ -75,12 +75,10 @@ def checkpoint_name(target: str) -> str:
     return target if target == "lm_head.weight" else _DEC + target
 
 
-def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device: torch.device | str) -> dict:
-    """Fill ``model`` (its tensors may live on the meta device) from the checkpoint at ``path``.
-
-    Returns a small report: ``{"loaded": n, "skipped_vision": n, "files": n}``.
-    """
-    expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
+def match_tensors(expected: dict[str, tuple[int, ...]], path: Path) -> tuple[dict[str, tuple[Path, str]], int, int]:
+    """Match the checkpoint's tensors to the parameters ``expected`` (name -> shape) from the safetensors headers
+    alone (no tensor data is read). Returns ``(found, skipped_vision, files)``: ``found`` maps each parameter to
+    ``(file, checkpoint name)``. Raises ``CheckpointError`` listing every missing, unexpected and mis-shaped tensor."""
     found: dict[str, tuple[Path, str]] = {}
     aliases: dict[str, tuple[Path, str]] = {}
     unexpected: list[str] = []
@@ -121,6 +119,28 @@ def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device:
     if problems:
         raise CheckpointError(f"{path}: checkpoint does not match its config.json ({len(problems)} problems):\n  "
                               + "\n  ".join(problems))
+    return found, skipped, len(files)
+
+
+def check_tensor_shapes(path: Path) -> None:
+    """Header-only check that the checkpoint's tensors fit its config.json (a model on the meta device gives the
+    expected shapes; nothing is allocated, no tensor data is read): seconds, on a machine without a GPU."""
+    from .config import DiffusionGemmaConfig
+    from .models.diffusion_gemma import DiffusionGemmaModel
+
+    cfg = DiffusionGemmaConfig.from_dir(path)
+    with torch.device("meta"):
+        model = DiffusionGemmaModel(cfg)
+    match_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, path)
+
+
+def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device: torch.device | str) -> dict:
+    """Fill ``model`` (its tensors may live on the meta device) from the checkpoint at ``path``. Every tensor is
+    checked for NaN and Inf as it is loaded (after conversion to ``dtype``, so a float16 overflow is caught too).
+
+    Returns a small report: ``{"loaded": n, "skipped_vision": n, "files": n}``.
+    """
+    found, skipped, num_files = match_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, path)
     if skipped:
         log.warning("%s: skipped %d vision/multimodal tensors (redraft runs the text model only)", path, skipped)
 
@@ -133,10 +153,20 @@ def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for target, name in items:
                     tensor = f.get_tensor(name).to(device=device, dtype=dtype)
+                    _check_finite(tensor, name, file, dtype)
                     _assign(model, target, tensor, params[target])
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{file}: cannot read safetensors file (truncated or corrupt?): {exc}") from None
-    return {"loaded": len(found), "skipped_vision": skipped, "files": len(files)}
+    return {"loaded": len(found), "skipped_vision": skipped, "files": num_files}
+
+
+def _check_finite(tensor: torch.Tensor, name: str, file: Path, dtype: torch.dtype) -> None:
+    """Refuse a tensor holding NaN or Inf (one reduction per tensor, at load time only)."""
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+        return
+    bad = int((~torch.isfinite(tensor)).sum())
+    raise CheckpointError(f"{file}: tensor {name} holds {bad} NaN/Inf values of {tensor.numel()} (as {dtype}); "
+                          "the checkpoint is broken (or its values overflow this dtype: try engine.dtype float32)")
 
 
 def _assign(model: torch.nn.Module, target: str, tensor: torch.Tensor, old: torch.nn.Parameter) -> None:

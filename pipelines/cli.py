@@ -1,7 +1,8 @@
 """The ``redraft`` command.
 
 Exit codes: 0 done; 1 the job failed or its error rows exceeded ``job.max_error_fraction``; 2 the config or the
-command line is invalid (nothing was run).
+command line is invalid (nothing was run); 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM (finished
+rows are kept: run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import textwrap
 from .config import ConfigError, describe_fields, load_config
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 RUN_EPILOG = """\
 config keys (YAML sections; any can be overridden with --set key.path=value):
@@ -29,7 +31,8 @@ Output: one Parquet row per input row (id, status, error, output, num_output_tok
 tokens_per_pass, seconds, model, sampling_hash) in OUTPUT/part-*.parquet, and OUTPUT/summary.json.
 Running the same command again after an interruption finishes the remaining rows only.
 Ray: connects to the cluster named by RAY_ADDRESS, else starts a local one.
-Exit codes: 0 done, 1 job failed or too many error rows, 2 invalid config."""
+Exit codes: 0 done, 1 job failed or too many error rows, 2 invalid config, 130 interrupted (Ctrl-C),
+143 stopped by SIGTERM; after 130 or 143, run the same command again to resume."""
 
 
 def _fields_help() -> str:
@@ -168,16 +171,19 @@ def cmd_run(args) -> int:
     if args.check:
         return _check(cfg)
 
-    from .run import JobError, format_summary, run_job
+    from .run import JobError, Terminated, format_summary, handle_sigterm, run_job
 
+    handle_sigterm()
     try:
         result = run_job(cfg)
     except JobError as err:
         print(f"redraft: error: {err}", file=sys.stderr)
         return EXIT_JOB_FAILED
-    except KeyboardInterrupt:
-        print("redraft: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        what = "stopped by SIGTERM" if isinstance(err, Terminated) else "interrupted"
+        print(f"redraft: {what}; rows finished so far are kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(result.summary, indent=2))
     else:

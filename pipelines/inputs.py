@@ -17,59 +17,25 @@ from __future__ import annotations
 import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .config import InputConfig
-from .storage import Location, StorageError
+from .input_formats import READ_SCHEMA, InputFile, InputReadError, Shard, iter_lines, read_schema
+from .input_rows import read_jsonl_shard, read_parquet_shard
+from .storage import Location
+
+__all__ = ["READ_SCHEMA", "InputFile", "InputPlanError", "InputReadError", "Shard", "iter_lines", "make_datasource",
+           "make_shards", "plan_inputs", "read_schema", "read_shard"]
 
 PARQUET_EXT = (".parquet", ".pq")
 JSONL_EXT = (".jsonl", ".ndjson", ".json")
-READ_SCHEMA = pa.schema([
-    ("__id", pa.string()), ("__text", pa.string()), ("__input_error", pa.string()),
-    ("__shard", pa.string()), ("__row", pa.int64()),
-])
-EXTRA_FIELD = pa.field("__extra", pa.string())
-_CHUNK = 1 << 20
 
 
 class InputPlanError(Exception):
     """The input cannot be planned (nothing matches, unreadable, a configured column absent)."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    """One input file. ``offsets`` (JSON Lines only) holds the byte offset of every ``rows_per_file``-th row."""
-
-    index: int
-    path: str
-    name: str
-    format: str
-    size: int
-    num_rows: int
-    offsets: tuple[int, ...] = field(default=())
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "InputFile":
-        return cls(**{**data, "offsets": tuple(data.get("offsets", ()))})
-
-
-@dataclass(frozen=True)
-class Shard:
-    key: str
-    file: InputFile
-    start: int
-    end: int
-
-    @property
-    def num_rows(self) -> int:
-        return self.end - self.start
 
 
 def shard_key(file_index: int, start: int) -> str:
@@ -144,32 +110,6 @@ def list_inputs(loc: Location, fmt: str) -> list[tuple[pafs.FileInfo, str, str]]
 
 # ------------------------------------------------------------------------------------------------ counting
 
-def iter_lines(stream):
-    """``(offset, line_bytes)`` for each line of a binary stream, without loading the file."""
-    offset, rest = 0, b""
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            break
-        data = rest + chunk
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            yield offset + start, data[start:nl]
-            start = nl + 1
-        offset += start
-        rest = data[start:]
-    if rest:
-        yield offset, rest
-
-
-def read_schema(extra: tuple[str, ...]) -> pa.Schema:
-    """The read schema: ``READ_SCHEMA``, plus ``__extra`` when the task reads extra columns."""
-    return READ_SCHEMA.append(EXTRA_FIELD) if extra else READ_SCHEMA
-
-
 def _needed(cfg: InputConfig, columns: dict[str, str], read_text: bool) -> list[tuple[str, str]]:
     """``(config field, column)`` for every column a file must have."""
     need = [("input.text_column", cfg.text_column)] if read_text else []
@@ -216,7 +156,7 @@ def _check_jsonl_columns(loc: Location, f: InputFile, need: list[tuple[str, str]
                 continue
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 obj = None
             if isinstance(obj, dict):
                 seen.update(obj)
@@ -259,140 +199,6 @@ def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int, previous: l
 
 
 # ------------------------------------------------------------------------------------------------ reading
-
-def _id_of(value) -> str | None:
-    if value is None:
-        return None
-    return str(value)
-
-
-def _rows_table(shard: Shard, rows: list[int], ids: list, texts: list, errors: list,
-                extras: list | None = None) -> pa.Table:
-    cols = {"__id": ids, "__text": texts, "__input_error": errors, "__shard": [shard.key] * len(rows), "__row": rows}
-    if extras is None:
-        return pa.table(cols, schema=READ_SCHEMA)
-    return pa.table({**cols, "__extra": extras}, schema=read_schema(("extra",)))
-
-
-def _extra_json(values: dict) -> tuple[str | None, str | None]:
-    """The row's extra column values as JSON text, or an error naming a column whose value JSON cannot hold."""
-    try:
-        return json.dumps(values, ensure_ascii=False, allow_nan=False), None
-    except (TypeError, ValueError):
-        for col, value in values.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError):
-                return None, f"column {col!r} holds a {type(value).__name__} value, not text, a number or a list"
-        raise
-
-
-def _finish_row(shard: Shard, row: int, raw_id, has_id_col: bool, id_column: str | None):
-    """The row's id and an id-related error, if any."""
-    fallback = f"{shard.file.name}:{row}"
-    if not has_id_col:
-        return fallback, None
-    rid = _id_of(raw_id)
-    if rid is None:
-        return fallback, f"id column {id_column!r} is empty in this row (it was given the id {fallback!r})"
-    return rid, None
-
-
-def read_parquet_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int],
-                       extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
-    cols = ([cfg.text_column] if read_text else []) + ([cfg.id_column] if cfg.id_column else []) + list(extra)
-    cols = list(dict.fromkeys(cols))
-    with loc.fs.open_input_file(shard.file.path) as f:
-        pf = pq.ParquetFile(f)
-        groups, first, seen = [], None, 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if seen + n > shard.start and seen < shard.end:
-                groups.append(g)
-                first = seen if first is None else first
-            seen += n
-        table = pf.read_row_groups(groups, columns=cols) if groups else pf.schema_arrow.empty_table().select(cols)
-    table = table.slice(shard.start - (first or 0), shard.num_rows)
-    texts, type_errors = [None] * table.num_rows, [None] * table.num_rows
-    if read_text:
-        text_col = table.column(cfg.text_column)
-        text_type = text_col.type
-        if pa.types.is_dictionary(text_type):
-            text_col, text_type = text_col.cast(text_type.value_type), text_type.value_type
-        string_like = pa.types.is_string(text_type) or pa.types.is_large_string(text_type) or \
-            pa.types.is_string_view(text_type) or pa.types.is_null(text_type)
-        if string_like:
-            texts = text_col.cast(pa.string()).to_pylist()
-        else:  # a non-string text column makes every non-null row an error (null rows still say 'text is null')
-            type_errors = [f"text column {cfg.text_column!r} holds {text_type}, not strings" if v else None
-                           for v in text_col.is_valid().to_pylist()]
-    raw_ids = table.column(cfg.id_column).to_pylist() if cfg.id_column else [None] * table.num_rows
-    extra_values = {c: _decoded(table.column(c)).to_pylist() for c in extra}
-    rows, ids, out_texts, errors, extras = [], [], [], [], []
-    for k in range(table.num_rows):
-        row = shard.start + k
-        if row in skip:
-            continue
-        rid, id_error = _finish_row(shard, row, raw_ids[k], cfg.id_column is not None, cfg.id_column)
-        extra_json, extra_error = _extra_json({c: v[k] for c, v in extra_values.items()}) if extra else (None, None)
-        rows.append(row)
-        ids.append(rid)
-        out_texts.append(texts[k])
-        errors.append(type_errors[k] or id_error or extra_error)
-        extras.append(extra_json)
-    return _rows_table(shard, rows, ids, out_texts, errors, extras if extra else None)
-
-
-def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A dictionary-encoded column as plain values."""
-    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-
-
-def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], offset: int,
-                     extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
-    rows, ids, texts, errors, extras = [], [], [], [], []
-    row = shard.start
-    with loc.fs.open_input_file(shard.file.path) as f:
-        f.seek(offset)
-        for _, line in iter_lines(f):
-            if row >= shard.end:
-                break
-            if not line.strip():
-                continue
-            this, row = row, row + 1
-            if this in skip:
-                continue
-            text, raw_id, error, extra_json = None, None, None, None
-            try:
-                obj = json.loads(line)
-            except UnicodeDecodeError:
-                obj, error = None, "line is not valid UTF-8"
-            except ValueError as err:
-                obj, error = None, f"line is not valid JSON ({err})"
-            if error is None and not isinstance(obj, dict):
-                error = f"line is a JSON {type(obj).__name__}, not an object"
-            elif error is None:
-                raw_id = obj.get(cfg.id_column) if cfg.id_column else None
-                value = obj.get(cfg.text_column)
-                missing = [c for c in ([cfg.text_column] if read_text else []) + list(extra) if c not in obj]
-                if missing:
-                    error = f"row has no field {missing[0]!r}"
-                elif read_text and value is not None and not isinstance(value, str):
-                    error = f"text field {cfg.text_column!r} holds a JSON {type(value).__name__}, not a string"
-                else:
-                    text = value if read_text else None
-                    extra_json = json.dumps({c: obj[c] for c in extra}, ensure_ascii=False) if extra else None
-            rid, id_error = _finish_row(shard, this, raw_id, cfg.id_column is not None, cfg.id_column)
-            rows.append(this)
-            ids.append(rid)
-            texts.append(text)
-            errors.append(error or id_error)
-            extras.append(extra_json)
-    if row < shard.end:
-        raise StorageError(f"{loc.display(shard.file.path)} has fewer rows than when the job was planned "
-                           f"(expected {shard.end}, found {row}); the input changed during the job")
-    return _rows_table(shard, rows, ids, texts, errors, extras if extra else None)
-
 
 def read_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], rows_per_file: int,
                extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:

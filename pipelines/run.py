@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -26,7 +28,7 @@ from workers.batch import RedraftBatchWorker
 
 from . import console
 from .config import JobConfig
-from .inputs import InputPlanError, make_datasource, make_shards, plan_inputs
+from .inputs import InputPlanError, InputReadError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
 from .storage import Location, StorageError
 from .tasks import build_task
@@ -51,7 +53,8 @@ def _now() -> str:
 
 
 def check_checkpoint(cfg: JobConfig) -> None:
-    """Fail fast on a missing or unreadable checkpoint (the workers would fail later, once per actor)."""
+    """Fail fast on a missing or unreadable checkpoint, or one whose tensor shapes do not fit its config.json (read
+    from the safetensors headers only), before Ray starts; the workers would fail later, once per actor."""
     from engine import CheckpointError
     from engine.config import DiffusionGemmaConfig
 
@@ -89,6 +92,30 @@ def check_checkpoint(cfg: JobConfig) -> None:
                 f.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
             raise JobError(f"engine.checkpoint: {shard} is not a readable safetensors file ({err})") from None
+    if cfg.engine.backend != "vllm":
+        from engine.weights import check_tensor_shapes
+
+        try:  # headers only, against config.json's shapes: a mismatch is reported before any actor starts
+            check_tensor_shapes(path)
+        except CheckpointError as err:
+            raise JobError(f"engine.checkpoint: {err}") from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or Kubernetes stopping the job): handled like Ctrl-C, so staged rows are kept."""
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Make SIGTERM stop the job like Ctrl-C does (``Terminated``, a ``KeyboardInterrupt``). The CLI calls it;
+    ``ray.init`` replaces the handler, so ``_init_ray`` puts it back."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _init_ray(cfg: JobConfig) -> None:
@@ -98,13 +125,16 @@ def _init_ray(cfg: JobConfig) -> None:
 
     if ray.is_initialized():
         return
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
-        return
-    c = cfg.workers.concurrency
-    actors = max(c) if isinstance(c, list) else (c or 1)
-    need = math.ceil(actors * cfg.workers.num_cpus) + 2
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
+    else:
+        c = cfg.workers.concurrency
+        actors = max(c) if isinstance(c, list) else (c or 1)
+        need = math.ceil(actors * cfg.workers.num_cpus) + 2
+        ray.init(num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
+    if ours:  # ray.init installed its own SIGTERM handler (it exits without redraft's resume message)
+        handle_sigterm()
 
 
 def _resources(cfg: JobConfig) -> dict:
@@ -176,6 +206,17 @@ def _root_cause(err: BaseException) -> str:
         return f"{type(err).__name__}: {err}"
     name, message = found[-1].groups()
     return f"{name.rsplit('.', 1)[-1]}: {message}"
+
+
+def _input_read_error(err: BaseException) -> str | None:
+    """The message of an ``InputReadError`` (an input file that cannot be read) anywhere in Ray's exception chain."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, InputReadError):
+            return _root_cause(err).removeprefix("InputReadError: ")
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def run_job(cfg: JobConfig) -> JobResult:
@@ -331,6 +372,9 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
                     if remaining[r["shard"]] <= 0:
                         submit(r["shard"])
         except Exception as err:  # noqa: BLE001 - Ray wraps worker failures; report them briefly
+            unreadable = _input_read_error(err)
+            if unreadable is not None:
+                raise JobError(unreadable) from err
             raise JobError(f"the job stopped: {_root_cause(err)}\nRows finished so far are kept; run the same "
                            "command again to resume.") from err
         finally:

@@ -200,3 +200,26 @@ def output_files(out_dir) -> list[str]:
     from pipelines.output import PART_FILE
 
     return sorted(p.name for p in Path(out_dir).iterdir() if PART_FILE.fullmatch(p.name))
+
+
+def raw_string_array(values: list[bytes | None]):
+    """A pyarrow string array holding these bytes as they are, invalid UTF-8 included (what a writer that does not
+    validate leaves in a Parquet file); pyarrow's own constructors refuse such values."""
+    offsets, data, valid = [0], b"", []
+    for v in values:
+        data += v or b""
+        offsets.append(len(data))
+        valid.append(v is not None)
+    mask = pa.array(valid, pa.bool_()).buffers()[1] if not all(valid) else None
+    return pa.Array.from_buffers(pa.string(), len(values), [mask, pa.array(offsets, pa.int32()).buffers()[1],
+                                                            pa.py_buffer(data)])
+
+
+def corrupt_parquet_page(path: Path, row_group: int, column: int = 0) -> Path:
+    """Overwrite the page header of one column chunk of a written Parquet file (the footer stays intact)."""
+    md = pq.ParquetFile(path).metadata
+    start = md.row_group(row_group).column(column).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + 16] = b"\xff" * 16
+    path.write_bytes(bytes(data))
+    return path

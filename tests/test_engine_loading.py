@@ -104,3 +104,44 @@ def test_bad_config_value_names_the_key(ckpt_copy):
     (ckpt_copy / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="top_k_experts"):
         DiffusionEngine.from_pretrained(ckpt_copy)
+
+
+def test_nan_or_inf_weights_are_refused_at_load_naming_the_tensor(ckpt_copy):
+    f = ckpt_copy / "model.safetensors"
+    tensors = load_file(f)
+    tensors["model.decoder.layers.1.mlp.up_proj.weight"][3, 5] = float("inf")
+    save_file(tensors, f)
+    with pytest.raises(CheckpointError, match=r"tensor model.decoder.layers.1.mlp.up_proj.weight holds 1 NaN/Inf "
+                                              r"values of \d+ \(as torch.float32\)"):
+        DiffusionEngine.from_pretrained(ckpt_copy, dtype="float32")
+    tensors = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, f)
+    with pytest.raises(CheckpointError, match=r"tensor model\.\S+ holds \d+ NaN/Inf values"):
+        DiffusionEngine.from_pretrained(ckpt_copy, dtype="float32")
+
+
+def test_float16_overflow_is_refused(ckpt_copy):
+    f = ckpt_copy / "model.safetensors"
+    tensors = load_file(f)
+    tensors["model.decoder.norm.weight"][0] = 1e6  # finite in float32, Inf in float16
+    save_file(tensors, f)
+    DiffusionEngine.from_pretrained(ckpt_copy, dtype="float32")
+    with pytest.raises(CheckpointError, match=r"model.decoder.norm.weight holds 1 NaN/Inf .*as torch.float16"):
+        DiffusionEngine.from_pretrained(ckpt_copy, dtype="float16")
+
+
+def test_header_only_shape_check_reads_no_tensor_data(ckpt_copy):
+    from engine.weights import check_tensor_shapes
+
+    check_tensor_shapes(ckpt_copy)
+    f = ckpt_copy / "model.safetensors"
+    tensors = load_file(f)
+    tensors["model.decoder.layers.0.self_attn.q_proj.weight"] = torch.zeros(3, 64)
+    save_file(tensors, f)
+    header_len = int.from_bytes(f.read_bytes()[:8], "little")
+    with open(f, "r+b") as fh:  # garbage in every tensor's data: a header-only check cannot notice
+        fh.seek(8 + header_len)
+        fh.write(b"\xff" * (f.stat().st_size - 8 - header_len))
+    with pytest.raises(CheckpointError, match=r"bad shape model.decoder.layers.0.self_attn.q_proj.weight: "
+                                              r"expected \[64, 64\], found \[3, 64\]"):
+        check_tensor_shapes(ckpt_copy)

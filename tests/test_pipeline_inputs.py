@@ -30,15 +30,15 @@ def read_all(loc, icfg, shards, rows_per_file=3, skip=None):
 def test_iter_lines_offsets_across_chunks():
     import io
 
-    import pipelines.inputs as inputs
+    import pipelines.input_formats as formats
 
     data = b"a\n\nbbb\ncc" + b"x" * 10 + b"\nlast"
-    old = inputs._CHUNK
-    inputs._CHUNK = 4  # lines straddle chunk boundaries
+    old = formats._CHUNK
+    formats._CHUNK = 4  # lines straddle chunk boundaries
     try:
         got = list(iter_lines(io.BytesIO(data)))
     finally:
-        inputs._CHUNK = old
+        formats._CHUNK = old
     assert [line for _, line in got] == data.split(b"\n")
     assert all(data[off:off + len(line)] == line for off, line in got)
 

@@ -190,9 +190,11 @@ def test_resume_false_clears_only_redraft_files(tmp_path, tiny_checkpoint):
     assert (out / "part-0-spark.parquet").read_bytes() == b"someone else's"
 
 
-@pytest.mark.slow
-def test_engine_failing_in_the_actors_stops_the_job_with_its_error(tmp_path, tiny_checkpoint):
+def test_shape_mismatch_is_reported_from_the_headers_before_ray_starts(tmp_path, tiny_checkpoint, capsys):
     import shutil
+    import time
+
+    from pipelines.cli import main
 
     bad = tmp_path / "mismatched-ckpt"
     shutil.copytree(tiny_checkpoint, bad)
@@ -200,7 +202,31 @@ def test_engine_failing_in_the_actors_stops_the_job_with_its_error(tmp_path, tin
     config["text_config"]["intermediate_size"] += 8  # the tensors no longer match the config
     (bad / "config.json").write_text(json.dumps(config))
     src = write_jsonl(tmp_path / "in.jsonl", prompts(2))
-    with pytest.raises(JobError, match=r"the job stopped: CheckpointError: .*does not match its config.json"):
+    started = time.perf_counter()
+    with pytest.raises(JobError, match=r"engine.checkpoint: .*does not match its config.json.*\n  bad shape "
+                       r"model.decoder.layers.0.mlp"):
+        run(job_config(bad, src, tmp_path / "out"))
+    assert time.perf_counter() - started < 10
+    assert not (tmp_path / "out" / "_redraft").exists()  # nothing was planned, no actor started
+    cfg_path = tmp_path / "job.json"
+    cfg_path.write_text(json.dumps(job_config(bad, src, tmp_path / "out")))
+    assert main(["run", str(cfg_path), "--check"]) == 1
+    assert "bad shape model.decoder.layers.0.mlp" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_engine_failing_in_the_actors_stops_the_job_with_its_error(tmp_path, tiny_checkpoint):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "nan-ckpt"
+    shutil.copytree(tiny_checkpoint, bad)
+    tensors = load_file(bad / "model.safetensors")
+    tensors = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})  # headers fine: only an actor sees it
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    with pytest.raises(JobError, match=r"the job stopped: CheckpointError: .*tensor \S+ holds \d+ NaN/Inf values"):
         run(job_config(bad, src, tmp_path / "out"))
 
 

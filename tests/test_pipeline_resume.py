@@ -140,3 +140,35 @@ def _staged_and_parts(out: Path) -> list[dict]:
 
     files = list(out.glob("part-*.parquet")) + list((out / "_redraft" / "staging").glob("*/*.parquet"))
     return [r for f in files for r in pq.read_table(f, columns=["id", "output"]).to_pylist()]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_stops_like_ctrl_c_and_a_rerun_finishes_once(ray_cluster, tiny_checkpoint, tmp_path):
+    cfg_dict = slow_job(tiny_checkpoint, tmp_path)
+    cfg_path = tmp_path / "job.json"
+    cfg_path.write_text(json.dumps(cfg_dict))
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", str(cfg_path)]
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while staged_files(out) < 3 and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, "the driver ended before SIGTERM:\n" + driver.communicate()[1][-3000:]
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 143, err[-3000:]
+    assert "redraft: stopped by SIGTERM; rows finished so far are kept; run the same command again to resume" in err
+    assert "*** SIGTERM received" not in err and "Traceback" not in err
+    done = rows_done(out)
+    assert 0 < done < N_ROWS
+    rerun = subprocess.run(cmd + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["rows_resumed"] + summary["rows_generated_this_run"] == N_ROWS
+    assert summary["rows_resumed"] >= done
+    assert_exactly_once(out)

@@ -274,3 +274,34 @@ def test_port_check_passes_on_a_free_port():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     validate_serve_config({"engine": {"checkpoint": "c"}, "http": {"port": port}}).check_port()
+
+
+def test_serve_refuses_a_checkpoint_without_tokenizer(tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
+    from pipelines.cli import main
+
+    ckpt = tmp_path / "no-tok"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    code = main(["serve", str(ROOT / "configs" / "serve.yaml"), "--set", f"engine.checkpoint={ckpt}"])
+    assert code == 2
+    assert f"engine.checkpoint: {ckpt} has no tokenizer.json" in capsys.readouterr().err
+
+
+def test_every_error_has_the_openai_shape_5xx_included():
+    import asyncio
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from workers.serve import _unexpected_error, api
+
+    response = TestClient(api).get("/v1/no-such-route")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"message": "Not Found", "type": "invalid_request_error", "param": None,
+                                         "code": None}}
+    answer = asyncio.run(_unexpected_error(None, RuntimeError("the model broke")))
+    assert answer.status_code == 500
+    assert json.loads(answer.body) == {"error": {"message": "internal error: RuntimeError: the model broke",
+                                                 "type": "server_error", "param": None, "code": None}}

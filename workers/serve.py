@@ -32,6 +32,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
 
 from .metrics import metric_tags, record_generation, set_queue_depth
@@ -50,6 +51,21 @@ api = FastAPI(title="redraft", description="OpenAI-compatible text generation wi
 @api.exception_handler(APIError)
 async def _api_error(_request: Request, err: APIError):
     return JSONResponse(err.body(), status_code=err.status)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_request: Request, err: StarletteHTTPException):
+    """Unknown routes, wrong methods: OpenAI's error shape too (Starlette answers ``{"detail": ...}``)."""
+    return JSONResponse(APIError(err.status_code, str(err.detail), code=None).body(), status_code=err.status_code,
+                        headers=getattr(err, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(_request: Request, err: Exception):
+    """Any other failure (a broken model: NonFiniteError, a bug): 500 in OpenAI's error shape, never plain text."""
+    logger.error("request failed: %s: %s", type(err).__name__, err, exc_info=err)
+    body = APIError(500, f"internal error: {type(err).__name__}: {err}", type_="server_error").body()
+    return JSONResponse(body, status_code=500)
 
 
 def key_digest(api_key: str | None) -> str | None:
@@ -85,6 +101,8 @@ class RedraftServer:
         dep, eng = self.cfg.deployment, self.cfg.engine
         threads = max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None
         self.engine = load_engine(eng.checkpoint, eng.device, eng.dtype, threads, eng.quantization)
+        if self.engine.tokenizer is None:  # check_checkpoint refuses this first; a replica must not look healthy
+            raise RuntimeError(f"engine.checkpoint: {eng.checkpoint} has no tokenizer.json; Serve cannot serve it")
         self.key_sha256 = api_key_sha256
         self.tags = metric_tags(deployment=DEPLOYMENT_NAME, model=self.cfg.model_name)
         self.waiting = 0

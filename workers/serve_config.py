@@ -109,6 +109,9 @@ class ServeConfig(_Model):
         if not (path / "config.json").is_file():
             raise ServeConfigError([f"engine.checkpoint: no checkpoint at {path} (looked for "
                                     f"{path / 'config.json'}); " + DEMO_CHECKPOINT_HINT.format(path=path)])
+        if not (path / "tokenizer.json").is_file():
+            raise ServeConfigError([f"engine.checkpoint: {path} has no tokenizer.json; Serve takes and answers text, "
+                                    "so it needs the checkpoint's tokenizer (copy tokenizer.json into the directory)"])
 
     def check_bind(self, api_key_set: bool) -> None:
         """Refuse a non-loopback host without a bearer token unless ``http.allow_public_bind`` is set."""
