@@ -144,7 +144,9 @@ def _check(cfg) -> int:
 
     try:
         check_checkpoint(cfg)
-        files = plan_inputs(Location.of(cfg.input.path, cfg.input.storage), cfg.input, cfg.output.rows_per_file)
+        skipped: list[str] = []
+        files = plan_inputs(Location.of(cfg.input.path, cfg.input.storage), cfg.input, cfg.output.rows_per_file,
+                            skipped=skipped)
     except (JobError, InputPlanError) as err:
         print(f"redraft: error: {err}", file=sys.stderr)
         return EXIT_JOB_FAILED
@@ -157,6 +159,8 @@ def _check(cfg) -> int:
         print(f"redraft: error: output.path: {err}", file=sys.stderr)
         return EXIT_JOB_FAILED
     shards = make_shards(files, cfg.output.rows_per_file)
+    if skipped:
+        print(f"not read ({len(skipped)} files): {', '.join(skipped)}")
     print(f"config ok: {sum(f.num_rows for f in files):,} rows in {len(files)} input files -> "
           f"{len(shards)} output files under {cfg.output.path}")
     return EXIT_OK

@@ -110,7 +110,8 @@ class InputConfig(_Model):
                       "or a glob ('data/*.parquet'); local or 's3://bucket/prefix'.")
     format: Literal["parquet", "jsonl", "auto"] = Field(
         default="auto", description="File format; 'auto' picks it from each file's extension "
-        "(.parquet/.pq, .jsonl/.ndjson/.json).")
+        "(.parquet/.pq, .jsonl/.ndjson/.json); a folder's other files are not read and are listed in the log "
+        "and in summary.json's skipped_files. Content that does not match (Parquet bytes in a .jsonl) is an error.")
     id_column: str | None = Field(
         default=None, description="Column holding each row's id (written as a string). Left out: a stable id "
         "'<file relative to the input root>:<row number>'.")

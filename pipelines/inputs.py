@@ -72,8 +72,10 @@ def _hidden(rel: str) -> bool:
     return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
-def list_inputs(loc: Location, fmt: str) -> list[tuple[pafs.FileInfo, str, str]]:
-    """``(info, name, format)`` for every input file, sorted by path. ``name`` is relative to the input root."""
+def list_inputs(loc: Location, fmt: str, skipped: list[str] | None = None) -> list[tuple[pafs.FileInfo, str, str]]:
+    """``(info, name, format)`` for every input file, sorted by path. ``name`` is relative to the input root.
+    ``skipped``, if given, receives ``"name (reason)"`` for each visible file of a folder that is not read (hidden
+    files, ``.*`` and ``_*``, are ignored silently)."""
     root = loc.root
     is_glob = any(c in root for c in "*?[")
     if is_glob:
@@ -100,6 +102,8 @@ def list_inputs(loc: Location, fmt: str) -> list[tuple[pafs.FileInfo, str, str]]
         # a glob picks its files, so an explicit format applies to all; in a folder the extension decides
         f = fmt if (is_glob and fmt != "auto") else _format_of(info.path, "auto")
         if f is None or fmt not in ("auto", f):
+            if skipped is not None:
+                skipped.append(f"{rel} ({'unknown extension' if f is None else f'input.format is {fmt}'})")
             continue
         out.append((info, rel, f))
     if not out:
@@ -124,15 +128,52 @@ def _count_parquet(loc: Location, path: str, cfg: InputConfig, need: list[tuple[
             names = pf.schema_arrow.names
             num_rows = pf.metadata.num_rows
     except (OSError, pa.ArrowInvalid) as err:
-        raise InputPlanError(f"input.path: cannot read Parquet file {loc.display(path)}: {err}") from None
+        hint = ""
+        try:
+            with loc.fs.open_input_stream(path) as f:
+                if f.read(64).lstrip()[:1] in (b"{", b"["):
+                    hint = " (it holds JSON; set input.format: jsonl or name it .jsonl)"
+        except OSError:
+            pass
+        raise InputPlanError(f"input.path: cannot read Parquet file {loc.display(path)}: {err}{hint}") from None
     for key, col in need:
         if col not in names:
             raise InputPlanError(f"{key}: column {col!r} is not in {loc.display(path)} (columns: {', '.join(names)})")
     return num_rows
 
 
+_MAGIC = {b"PAR1": ("Parquet data", "rename it .parquet or set input.format: parquet"),
+          b"\x1f\x8b": ("gzip-compressed data", "decompress it (redraft reads plain JSON Lines)"),
+          b"\x28\xb5\x2f\xfd": ("zstd-compressed data", "decompress it (redraft reads plain JSON Lines)")}
+
+
+def _sniff_jsonl(loc: Location, path: str, head: bytes, first_line: bytes | None) -> None:
+    """Refuse a file read as JSON Lines whose content is something else (one clear error, not a row per line)."""
+    for magic, (what, fix) in _MAGIC.items():
+        if head.startswith(magic):
+            raise InputPlanError(f"input.format: {loc.display(path)} holds {what} (it starts with {magic!r}), but it "
+                                 f"is read as JSON Lines; {fix}")
+    if b"\x00" in head:
+        raise InputPlanError(f"input.format: {loc.display(path)} holds binary data (NUL bytes), not JSON Lines")
+    if first_line is not None and first_line.lstrip().startswith(b"["):
+        try:
+            value = json.loads(first_line)
+        except (ValueError, RecursionError):
+            value = None
+        if value is None or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+            raise InputPlanError(f"input.format: {loc.display(path)} holds a JSON array, not JSON Lines (one object "
+                                 "per line); write one object per line (e.g. jq -c '.[]')")
+
+
 def _count_jsonl(loc: Location, path: str, rows_per_file: int) -> tuple[int, tuple[int, ...]]:
     rows, offsets = 0, []
+    try:
+        with loc.fs.open_input_stream(path) as f:
+            head = f.read(4096)
+    except OSError as err:
+        raise InputPlanError(f"input.path: cannot read {loc.display(path)}: {err}") from None
+    lines = [line for line in head.split(b"\n")[:-1] if line.strip()] if b"\n" in head else [head]
+    _sniff_jsonl(loc, path, head, lines[0] if lines and head.strip() else None)
     try:
         with loc.fs.open_input_stream(path) as f:
             for off, line in iter_lines(f):
@@ -172,11 +213,13 @@ def _check_jsonl_columns(loc: Location, f: InputFile, need: list[tuple[str, str]
 
 
 def plan_inputs(loc: Location, cfg: InputConfig, rows_per_file: int, previous: list[dict] | None = None,
-                columns: dict[str, str] | None = None, read_text: bool = True) -> list[InputFile]:
+                columns: dict[str, str] | None = None, read_text: bool = True,
+                skipped: list[str] | None = None) -> list[InputFile]:
     """List and count the input files. Files unchanged (same path and size) since ``previous`` (a manifest's
     file list) reuse its counts, so resuming does not rescan JSON Lines input. ``columns``: the task's extra
-    columns by the config field naming each; ``read_text=False``: the task does not read the text column."""
-    listed = list_inputs(loc, cfg.format)
+    columns by the config field naming each; ``read_text=False``: the task does not read the text column;
+    ``skipped``: receives the folder's files that are not read (``list_inputs``)."""
+    listed = list_inputs(loc, cfg.format, skipped)
     need = _needed(cfg, columns or {}, read_text)
     known = {(p["path"], p["size"]): p for p in (previous or [])}
 

@@ -247,9 +247,10 @@ def run_job(cfg: JobConfig) -> JobResult:
         raise JobError(f"output.path: {out_loc.uri} already holds part files ({len(strays)}) but no "
                        "_redraft/manifest.json, so they cannot be resumed safely. Use another output.path, or set "
                        "job.resume=false to delete them and start over.")
+    skipped: list[str] = []
     try:
         files = plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
-                            task.extra_columns(), task.reads_text)
+                            task.extra_columns(), task.reads_text, skipped)
     except StorageError as err:
         raise JobError(f"input.path: {err}") from None
     except InputPlanError as err:
@@ -267,6 +268,9 @@ def run_job(cfg: JobConfig) -> JobResult:
     except StorageError as err:
         raise JobError(f"output.path: {err}") from None
 
+    if skipped:
+        logger.warning("input.path: %d files are not read: %s%s", len(skipped), ", ".join(skipped[:10]),
+                       " ..." if len(skipped) > 10 else "")
     pending = [s for s in shards if s.key not in done]
     to_read = [s for s in pending if len(staged.get(s.key, ())) < s.num_rows]
     rows_total = sum(s.num_rows for s in shards)
@@ -285,6 +289,7 @@ def run_job(cfg: JobConfig) -> JobResult:
     layout.loc.delete_dir(layout.loc.join(STAGING))  # every shard has its part file: no staged rows remain
     wall = time.perf_counter() - started
     summary = _summarize(cfg, out_loc, shards, this_run, rows_resumed, wall, started_at, params)
+    summary["skipped_files"] = skipped
     exit_code, message = 0, ""
     if summary["error_fraction"] > cfg.job.max_error_fraction:
         exit_code = 1

@@ -98,8 +98,10 @@ def test_job_with_poisoned_values_finishes_with_error_rows(tmp_path, tiny_checkp
     pq.write_table(pa.table({"id": ["p-0", "p-bad", "p-2"],
                              "text": raw_string_array([b"Once upon", b"caf\xe9", b"The end"])}),
                    src / "b.parquet", store_schema=False)
+    (src / "c.csv").write_text("id,text\n")
     result = run_job(validate_config(job_config(tiny_checkpoint, src, tmp_path / "out")))
     assert result.exit_code == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["skipped_files"] == ["c.csv (unknown extension)"]
     rows = {r["id"]: r for r in read_output(tmp_path / "out")}
     assert len(rows) == 7
     assert rows["j-lone"]["status"] == "error" and "a.jsonl, row 3" in rows["j-lone"]["error"]
@@ -122,3 +124,43 @@ def test_job_on_a_damaged_parquet_file_stops_naming_it(tmp_path, tiny_checkpoint
     message = str(info.value)
     assert message.startswith(f"input.path: {path} is damaged: cannot read row groups 1-1 (rows 8-15)")
     assert "Traceback" not in message and "RayTaskError" not in message
+
+
+# ------------------------------------------------------------------------------------------------ formats
+
+def test_content_that_is_not_json_lines_is_one_clear_error(tmp_path):
+    import gzip
+
+    from pipelines.inputs import InputPlanError
+
+    parquet = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"]}), parquet)
+    (tmp_path / "declared.jsonl").write_bytes(parquet.read_bytes())
+    with pytest.raises(InputPlanError, match=r"declared.jsonl holds Parquet data \(it starts with b'PAR1'\), but it "
+                                             r"is read as JSON Lines; rename it .parquet or set input.format: parquet"):
+        read(tmp_path / "declared.jsonl")
+    with pytest.raises(InputPlanError, match=r"p.parquet holds Parquet data"):
+        read(parquet, format="jsonl")
+    (tmp_path / "z.jsonl").write_bytes(gzip.compress(b'{"text": "x"}\n'))
+    with pytest.raises(InputPlanError, match="z.jsonl holds gzip-compressed data"):
+        read(tmp_path / "z.jsonl")
+    (tmp_path / "arr.jsonl").write_text(json.dumps([{"text": f"t{i}"} for i in range(5)], indent=2))
+    with pytest.raises(InputPlanError, match="arr.jsonl holds a JSON array, not JSON Lines"):
+        read(tmp_path / "arr.jsonl")
+    (tmp_path / "rows.jsonl").write_text('[1, 2]\n{"text": "fine"}\n')  # a list line is one error row, not the file
+    assert [r["__input_error"] is None for r in read(tmp_path / "rows.jsonl")] == [False, True]
+    write_jsonl(tmp_path / "j.parquet", [{"text": "x"}])
+    with pytest.raises(InputPlanError, match=r"cannot read Parquet file .*j.parquet.*\(it holds JSON; set input.format"):
+        read(tmp_path / "j.parquet")
+
+
+def test_files_a_folder_does_not_read_are_listed(tmp_path):
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "x"}])
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(b"\x1f\x8b")
+    (tmp_path / "in" / "notes.txt").write_text("n")
+    (tmp_path / "in" / "_SUCCESS").write_text("")
+    skipped: list[str] = []
+    files = plan_inputs(Location.of(str(tmp_path / "in"), None), InputConfig(path=str(tmp_path / "in")), 4,
+                        skipped=skipped)
+    assert [f.name for f in files] == ["a.jsonl"]
+    assert skipped == ["b.jsonl.gz (unknown extension)", "notes.txt (unknown extension)"]
