@@ -94,13 +94,13 @@ def cut_holes(files: list[tuple[str, str]], kind: str, n: int, seed: int, encode
         path, text = files[rng.randrange(len(files))]
         cut = (_span(text, rng, count_tokens, encode_offsets) if kind == "span"
                else (_line if kind == "line" else _body)(text, rng, count_tokens))
-        if cut is None or (path, cut) in seen:
+        if cut is None or (path, cut[0]) in seen:  # a hole's id is path:kind:start, so one hole per start
             continue
         start, end = cut
         truth = text[start:end]
         if max_truth_tokens is not None and count_tokens is not None and count_tokens(truth) > max_truth_tokens:
             continue
-        seen.add((path, cut))
+        seen.add((path, start))
         holes.append(Hole(f"{path}:{kind}:{start}", kind, text[max(0, start - prefix_chars):start], truth,
                           text[end:end + suffix_chars]))
     return holes
