@@ -8,8 +8,14 @@ and setting; then every fill is scored against its truth (``eval_metrics``). Bas
 * ``prefix-only``: the same model with the suffix hidden (what bidirectional infilling buys);
 * ``most-frequent-line`` / ``empty``: trivial fills; ``most-frequent-token``: its token accuracy.
 
-Writes ``OUT/report.json`` (and ``OUT/report.png``, quality against tokens per pass, when matplotlib is
-installed) and prints a table.
+Settings: ``settings`` (named sampling overrides) and/or a ``sweep`` (``eval_sweep``: samplers' knobs x pass
+budgets x weight precisions). All jobs share one Ray session. Per result: exact match, token accuracy,
+character similarity, tokens per pass, passes per canvas, seconds, and the self-correction share (positions
+accepted on one pass and renoised on the next, from the rows' ``num_self_corrections``, over the fills' tokens);
+quantized settings are also compared with the same setting at full precision (``quantization_deltas``).
+
+Writes ``OUT/report.json`` (and ``OUT/report.png``, quality against tokens per pass, one line per sampler, when
+matplotlib is installed) and prints a table.
 """
 
 from __future__ import annotations

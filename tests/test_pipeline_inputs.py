@@ -118,7 +118,8 @@ def _staged(shard, rows, status="ok"):
     n = len(rows)
     return pa.table({
         "id": [f"id{r}" for r in rows], "status": [status] * n, "error": [None] * n, "output": [f"o{r}" for r in rows],
-        "num_output_tokens": [3] * n, "num_passes": [2] * n, "tokens_per_pass": [1.5] * n, "seconds": [0.1] * n,
+        "num_output_tokens": [3] * n, "num_passes": [2] * n, "tokens_per_pass": [1.5] * n,
+        "num_self_corrections": [0] * n, "seconds": [0.1] * n,
         "model": ["m"] * n, "sampling_hash": ["h"] * n, "__shard": [shard] * n, "__row": rows,
     }, schema=STAGED_SCHEMA)
 
