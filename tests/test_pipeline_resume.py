@@ -91,20 +91,26 @@ def test_killed_worker_actor_mid_job_is_replaced_without_duplicates(ray_cluster,
     assert_exactly_once(out)
 
 
+def _start_driver(cfg_dict: dict, tmp_path: Path, ray_cluster: str, **popen) -> tuple[subprocess.Popen, list, dict]:
+    """``redraft run`` on ``cfg_dict`` as a subprocess; returns once 3 staging files exist or the driver ended."""
+    cfg_path = tmp_path / "job.json"
+    cfg_path.write_text(json.dumps(cfg_dict))
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", str(cfg_path)]
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, **popen)
+    deadline = time.time() + 120
+    while staged_files(tmp_path / "out") < 3 and driver.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return driver, cmd, env
+
+
 @pytest.mark.slow
 def test_killed_driver_then_rerun_finishes_the_rest_only(ray_cluster, tiny_checkpoint, tmp_path):
     cfg_dict = slow_job(tiny_checkpoint, tmp_path)
-    cfg_path = tmp_path / "job.json"
-    cfg_path.write_text(json.dumps(cfg_dict))
     out = tmp_path / "out"
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(REPO)}
     with open(tmp_path / "driver.log", "w") as log:
-        driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(cfg_path)], cwd=REPO, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        driver, _, _ = _start_driver(cfg_dict, tmp_path, ray_cluster, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + 120
-            while staged_files(out) < 3 and driver.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
             assert driver.poll() is None, "the driver ended before it could be killed:\n" + \
                 (tmp_path / "driver.log").read_text()[-3000:]
             driver.send_signal(signal.SIGKILL)
@@ -145,16 +151,10 @@ def _staged_and_parts(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_sigterm_to_the_driver_stops_like_ctrl_c_and_a_rerun_finishes_once(ray_cluster, tiny_checkpoint, tmp_path):
     cfg_dict = slow_job(tiny_checkpoint, tmp_path)
-    cfg_path = tmp_path / "job.json"
-    cfg_path.write_text(json.dumps(cfg_dict))
     out = tmp_path / "out"
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", str(cfg_path)]
-    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver, cmd, env = _start_driver(cfg_dict, tmp_path, ray_cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
     try:
-        deadline = time.time() + 120
-        while staged_files(out) < 3 and driver.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
         assert driver.poll() is None, "the driver ended before SIGTERM:\n" + driver.communicate()[1][-3000:]
         driver.send_signal(signal.SIGTERM)
         _, err = driver.communicate(timeout=60)
