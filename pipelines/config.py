@@ -209,7 +209,7 @@ class TaskConfig(_Model):
     def _load_schema_file(cls, value):
         """A path is read here, so the job's fingerprint holds the schema itself (a changed file is a new job)."""
         if isinstance(value, str):
-            from .schema_subset import load_schema_file
+            from engine.tasks.schema_subset import load_schema_file
 
             return load_schema_file(value)
         return value
@@ -221,12 +221,13 @@ class TaskConfig(_Model):
             return self
         if (self.json_schema is None) == (self.template is None):
             raise ValueError(".schema: 'structured' needs task.schema or task.template (exactly one of them)")
-        from .schema_subset import SchemaError
-        from .structured import StructuredTask
+        from engine.tasks import SchemaError
+
+        from .convert import structured_task
 
         field = ".schema" if self.json_schema is not None else ".template"
         try:
-            StructuredTask.from_config(self)
+            structured_task(self)
         except SchemaError as err:
             raise ValueError(err.at(field)) from None
         return self
@@ -367,9 +368,9 @@ class SamplingConfig(_Model):
 def _sampling_output_fields(sampling: SamplingConfig) -> dict:
     """The sampling fields that can change an output row (unused samplers' knobs left out, as in the rows'
     ``sampling_hash``), so a resume is not refused over a knob no row reads."""
-    from engine.sampling.params import SamplingParams
+    from .convert import sampling_params
 
-    return SamplingParams(**sampling.model_dump()).output_fields()
+    return sampling_params(sampling).output_fields()
 
 
 class WorkersConfig(_Model):
@@ -453,9 +454,9 @@ class JobConfig(_Model):
             from workers.vllm_worker import vllm_sampling
 
             return vllm_sampling(self)
-        from engine import SamplingParams
+        from .convert import sampling_params
 
-        return SamplingParams(**self.sampling.model_dump())
+        return sampling_params(self.sampling)
 
     def redacted(self) -> dict:
         """The config as plain data with secrets masked (for summary.json and logs)."""

@@ -31,7 +31,7 @@ from .config import JobConfig
 from .inputs import InputPlanError, InputReadError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
 from .storage import Location, StorageError
-from .tasks import build_task
+from .convert import build_task
 
 logger = logging.getLogger("redraft")
 

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from engine import SamplingParams
 from pipelines.config import ConfigError, TaskConfig, validate_config
-from pipelines.editing import (assemble, clean_fill, cut_windows, parse_spans, spans_from_markers, split_hole,
+from engine.tasks.editing import (assemble, clean_fill, cut_windows, parse_spans, spans_from_markers, split_hole,
                                split_ws)
 from pipelines.inputs import InputPlanError, make_shards, plan_inputs, read_schema, read_shard
 from pipelines.storage import Location
-from pipelines.tasks import build_task
+from pipelines.convert import build_task
 from tests.pipeline_fixtures import (make_bucket, ray_cluster, read_output, s3_fs, s3_server,  # noqa: F401
                                      s3_storage, write_jsonl, write_parquet)
 from workers.batch import RedraftBatchWorker

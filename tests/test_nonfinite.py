@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from engine import DiffusionEngine, NonFiniteError, SamplingParams
 from pipelines.config import TaskConfig
-from pipelines.tasks import build_task
+from pipelines.convert import build_task
 from tests.test_pipeline_worker import batch
 from workers.batch import RedraftBatchWorker
 

@@ -12,7 +12,8 @@ import pytest
 from engine import InputError, SamplingParams
 from pipelines.config import TaskConfig
 from pipelines.inputs import READ_SCHEMA
-from pipelines.tasks import TASKS, Task, build_task
+from engine.tasks import TASKS, Task
+from pipelines.convert import build_task
 from workers.batch import OUTPUT_SCHEMA, STAGED_SCHEMA, RedraftBatchWorker, row_seed
 
 PARAMS = SamplingParams(max_new_tokens=8, max_denoising_steps=4, seed=3)

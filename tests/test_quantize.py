@@ -175,7 +175,7 @@ def test_unknown_quantization_is_refused_naming_the_field(tiny_checkpoint):
 def test_worker_runs_rows_on_an_int8_engine(tiny_checkpoint):
     from pipelines.config import TaskConfig
     from pipelines.inputs import READ_SCHEMA
-    from pipelines.tasks import build_task
+    from pipelines.convert import build_task
     from workers.batch import RedraftBatchWorker
 
     worker = RedraftBatchWorker(str(tiny_checkpoint), build_task(TaskConfig()),

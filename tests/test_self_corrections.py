@@ -37,7 +37,7 @@ def test_worker_rows_carry_the_engines_corrections(tiny_checkpoint):
     cfg = validate_config({"input": {"path": "in.jsonl"}, "output": {"path": "out"},
                            "engine": {"checkpoint": str(tiny_checkpoint), "device": "cpu"},
                            "sampling": {"max_new_tokens": 16, "max_denoising_steps": 6, "entropy_bound": 5.0}})
-    from pipelines.tasks import build_task
+    from pipelines.convert import build_task
     from workers.batch import RedraftBatchWorker, row_seed
 
     worker = RedraftBatchWorker(str(tiny_checkpoint), build_task(cfg.task), cfg.sampling_params(), device="cpu")

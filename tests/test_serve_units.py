@@ -194,8 +194,8 @@ def test_cli_serve_refuses_a_missing_checkpoint(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------- clamped canvases
 
 def _edit_work(engine, document, spans, seed, window_tokens=256):
-    from pipelines.editing import EditJob
-    from pipelines.tasks import EditTask
+    from engine.tasks.editing import EditJob
+    from engine.tasks import EditTask
 
     task = EditTask(window_tokens=window_tokens, max_span_tokens=12)
     job = EditJob(document, spans)
@@ -204,7 +204,7 @@ def _edit_work(engine, document, spans, seed, window_tokens=256):
 
 
 def test_edit_works_give_per_span_fills_like_the_bulk_path(tiny_engine):
-    from pipelines.editing import assemble, run_edit_jobs, span_fills
+    from engine.tasks.editing import assemble, run_edit_jobs, span_fills
 
     doc = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
     # a span at the start, adjacent spans, an empty span, and a long span cut into several holes (window 3)
@@ -234,7 +234,7 @@ def test_edit_work_failure_marks_only_its_group(tiny_engine):
 
 
 def test_infill_work_keeps_the_budget_and_no_special_tokens(tiny_engine):
-    from pipelines.tasks import InfillTask
+    from engine.tasks import InfillTask
 
     task = InfillTask(fill_tokens=20)
     job = task.prepare_row(None, {"prefix": "def add(a, b):\n    return ", "suffix": "\n\nprint(add(1, 2))"})

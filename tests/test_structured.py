@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from engine import FREE, SamplingParams
 from pipelines.config import ConfigError, load_config, validate_config
-from pipelines.schema_subset import (MAX_ITEMS, ArrayNode, EnumNode, SchemaError, Widths, compile_schema,
+from engine.tasks.schema_subset import (MAX_ITEMS, ArrayNode, EnumNode, SchemaError, Widths, compile_schema,
                                      schema_from_template)
-from pipelines.structured import StructuredTask, _parse_int, _parse_number, build_skeleton, enum_width, render
-from pipelines.tasks import TASKS, build_task
+from engine.tasks.structured import StructuredTask, _parse_int, _parse_number, build_skeleton, enum_width, render
+from engine.tasks import TASKS
+from pipelines.convert import build_task
 from tests.pipeline_fixtures import ray_cluster, read_output  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

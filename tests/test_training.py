@@ -76,7 +76,7 @@ def test_tokenizer_has_gemma_special_ids(tok_dir):
 
 def test_line_example_is_the_infill_tasks_layout(tok_dir):
     """A line hole's training canvas equals what the infill task builds for the same hole and budget."""
-    from pipelines.editing import EditJob, Hole, _Progress, _window
+    from engine.tasks.editing import EditJob, Hole, _Progress, _window
 
     tok = Tokenizer(tok_dir)
     maker = ExampleMaker(tok, LayoutSpec(canvas_length=16, context_tokens=24), eos_id=1, pad_id=0)

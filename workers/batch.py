@@ -82,7 +82,7 @@ class RedraftBatchWorker:
 
     Args:
         checkpoint: local checkpoint directory.
-        task: a ``pipelines.tasks.Task`` (prepare_row / prompt_tokens / generate / output).
+        task: a ``engine.tasks.Task`` (prepare_row / prompt_tokens / generate / output).
         params: the engine's ``SamplingParams``.
         device, dtype: as in the job config (``auto`` resolved here, on the actor).
         max_input_chars: rows with longer text become error rows.

@@ -5,8 +5,8 @@ Routes: ``POST /v1/completions`` (``prompt``, ``suffix``, ``max_tokens``, ``temp
 ``instruction``: the text outside the spans is returned unchanged). Errors use OpenAI's error shape and name the
 request field at fault (``workers.openai_protocol``).
 
-Infill and edits use clamped canvases, through the bulk tasks' code path (``pipelines.tasks.InfillTask`` /
-``EditTask``, ``pipelines.editing``): a completion with ``suffix`` fills a hole of at most ``max_tokens`` tokens
+Infill and edits use clamped canvases, through the bulk tasks' code path (``engine.tasks.InfillTask`` /
+``EditTask``, ``engine.tasks.editing``): a completion with ``suffix`` fills a hole of at most ``max_tokens`` tokens
 between the prompt and the suffix, the hole seeing both; an edit's spans are holes in the document, each seeing the
 text after it too, long documents window by window, every character outside the spans copied from the input.
 
@@ -233,8 +233,8 @@ class RedraftServer:
     async def edits(self, request: Request):
         """Each span is a hole of clamped canvases (``EditTask``): its replacement sees the text on both sides;
         ``spans`` in the answer are where the replacements landed in the new document."""
-        from pipelines.editing import EditJob, assemble, span_fills
-        from pipelines.tasks import EditTask
+        from engine.tasks import EditJob, EditTask
+        from engine.tasks.editing import assemble, span_fills
 
         req = parse_request(EditRequest, await self._body(request))
         self._check_model(req.model)
@@ -269,7 +269,7 @@ class RedraftServer:
         the suffix the text after it (``InfillTask``'s path). A choice's text is the fill only (OpenAI's insert
         mode). The fill is known only when its canvases are done, so a stream sends it as one chunk, then the
         finish chunk."""
-        from pipelines.tasks import InfillTask
+        from engine.tasks import InfillTask
 
         task = InfillTask(fill_tokens=params.max_new_tokens)
         tok, works, prompt_tokens = self.engine.tokenizer, [], 0

@@ -177,7 +177,7 @@ def _step(engine, params, group: list[Row], tags: dict | None) -> None:
 
 @dataclass
 class EditWork:
-    """One infill or edit job of a request (``pipelines.editing.EditJob``, holes and prompt head already planned
+    """One infill or edit job of a request (``engine.tasks.editing.EditJob``, holes and prompt head already planned
     by ``InfillTask`` / ``EditTask``), with the request's sampling settings and seed. ``run_edit_works`` leaves
     the job's ``GenerationResult`` on ``result`` and its hole fills on ``fills``, or the failure on ``error``."""
 
@@ -190,10 +190,10 @@ class EditWork:
 
 
 def run_edit_works(engine, works: list[EditWork], tags: dict | None = None) -> None:
-    """Run ``works`` through ``pipelines.editing.run_edit_jobs_with_fills``, one call per group of equal sampling
+    """Run ``works`` through ``engine.tasks.editing.run_edit_jobs_with_fills``, one call per group of equal sampling
     settings (seed aside) and context size, so concurrent requests share engine calls and each job still draws
     only from its own seed. A failing call marks its group's works with ``error`` (other groups go on)."""
-    from pipelines.editing import run_edit_jobs_with_fills
+    from engine.tasks.editing import run_edit_jobs_with_fills
 
     groups: dict = {}
     for work in works:

@@ -229,7 +229,7 @@ def vllm_stage(ds, cfg, task, sampling: VLLMSampling, res: dict):
     Args:
         ds: rows as ``pipelines.inputs`` reads them.
         cfg: the ``JobConfig`` (``engine.backend == 'vllm'``).
-        task: the ``pipelines.tasks.Task`` ('generate' or 'rewrite').
+        task: the ``engine.tasks.Task`` ('generate' or 'rewrite').
         sampling: from ``cfg.sampling_params()``.
         res: ``num_gpus`` / ``num_cpus`` / ``concurrency`` for the engine actors.
     """

@@ -1,5 +1,5 @@
 """The JSON Schema subset of structured output (``task.kind: structured``): checking a schema and compiling it into
-a tree of nodes that ``pipelines.structured`` lays out on the canvas.
+a tree of nodes that ``engine.tasks.structured`` lays out on the canvas.
 
 Supported (anything else is refused with the JSON path of the offending keyword, e.g.
 ``.properties.age: 'oneOf' is not supported; supported: ...``):

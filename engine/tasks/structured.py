@@ -1,7 +1,7 @@
 """Structured output (``task.kind: structured``): JSON that parses and validates against a JSON Schema subset,
 by construction, whatever the weights.
 
-How: the schema is compiled into a tree of nodes (``pipelines.schema_subset``, which lists the supported subset),
+How: the schema is compiled into a tree of nodes (``engine.tasks.schema_subset``, which lists the supported subset),
 the tree into a *skeleton*: the JSON text with every value left open as a typed *hole*. Literal text (braces,
 property names, quotes, commas) is tokenized and clamped on the canvas; each hole is a run of free positions whose
 tokens are restricted by an allowed-token mask (digits for integers, string-safe tokens for strings, the options'
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .schema_subset import (MAX_INT_DIGITS, ArrayNode, EnumNode, IntegerNode, NumberNode, ObjectNode, SchemaError,
-                            StringNode, Widths, compile_schema, schema_from_template, schema_validator)
-from .tasks import Task, register
+                            StringNode, Widths, compile_schema, schema_validator)
+from .base import Task, register
 
 MAX_LAYOUT_POSITIONS = 4096  # canvas positions of one skeleton (16 canvases of the real model's 256)
 MAX_NUM_DIGITS = (15, 6)  # integer and fraction digits of a number: exact in a float64
@@ -333,11 +333,6 @@ class StructuredTask(Task):
 
     def __setstate__(self, state):
         self.__dict__.update(state, _cache=weakref.WeakKeyDictionary())
-
-    @classmethod
-    def from_config(cls, cfg) -> "StructuredTask":
-        schema = cfg.json_schema if cfg.json_schema is not None else schema_from_template(cfg.template)
-        return cls(schema, cfg.instruction, Widths(cfg.string_tokens, cfg.integer_tokens, cfg.number_tokens))
 
     def prepare(self, text: str) -> str:
         # str.replace, not str.format: documents and instructions may hold other braces

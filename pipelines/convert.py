@@ -1,0 +1,50 @@
+"""The one place where validated job config becomes engine objects: the task and the sampling parameters.
+
+``pipelines/config.py`` validates (field names in every error); this module builds. Nothing else turns a
+``TaskConfig`` into a task or a ``SamplingConfig`` into ``SamplingParams``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.sampling.params import SamplingParams
+from engine.tasks import TASKS, EditTask, GenerateTask, InfillTask, RewriteTask, StructuredTask, Task, Widths
+from engine.tasks.schema_subset import schema_from_template
+
+if TYPE_CHECKING:
+    from .config import SamplingConfig, TaskConfig
+
+
+def build_task(cfg: "TaskConfig") -> Task:
+    """The task for ``cfg.kind``; ``ValueError`` naming ``task.kind`` for an unknown kind."""
+    builders = {"generate": lambda c: GenerateTask(), "rewrite": _rewrite, "infill": _infill, "edit": _edit,
+                "structured": structured_task}
+    if cfg.kind not in TASKS or cfg.kind not in builders:
+        raise ValueError(f"task.kind: unknown kind {cfg.kind!r}; known: {', '.join(sorted(TASKS))}")
+    return builders[cfg.kind](cfg)
+
+
+def _rewrite(cfg: "TaskConfig") -> RewriteTask:
+    return RewriteTask(cfg.instruction or "", cfg.window_tokens, cfg.context_tokens)
+
+
+def _infill(cfg: "TaskConfig") -> InfillTask:
+    return InfillTask(cfg.infill_input, cfg.prefix_column, cfg.suffix_column, cfg.hole_marker, cfg.fill_tokens,
+                      cfg.instruction, cfg.context_tokens, cfg.char_limit())
+
+
+def _edit(cfg: "TaskConfig") -> EditTask:
+    return EditTask(cfg.spans_column, cfg.span_markers, cfg.instruction, cfg.edit_token_ratio, cfg.edit_extra_tokens,
+                    cfg.insert_tokens, cfg.window_tokens, cfg.context_tokens)
+
+
+def structured_task(cfg: "TaskConfig") -> StructuredTask:
+    """Raises ``SchemaError`` (with the JSON path) for a schema or template outside the supported subset."""
+    schema = cfg.json_schema if cfg.json_schema is not None else schema_from_template(cfg.template)
+    return StructuredTask(schema, cfg.instruction, Widths(cfg.string_tokens, cfg.integer_tokens, cfg.number_tokens))
+
+
+def sampling_params(cfg: "SamplingConfig") -> SamplingParams:
+    """The engine's sampling parameters for a validated sampling section (job or Serve)."""
+    return SamplingParams(**cfg.model_dump())
