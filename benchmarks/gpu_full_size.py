@@ -74,13 +74,12 @@ def build_config(spec: dict) -> DiffusionGemmaConfig:
 
 def random_model(cfg: DiffusionGemmaConfig, device: torch.device, dtype: torch.dtype, seed: int = 0):
     """``DiffusionGemmaModel`` with random weights created on ``device`` (nothing on the host): built and
-    fused on the meta device, materialised uninitialised, then filled in place. Matrices get
+    on the meta device (q/k/v and gate/up already fused), materialised uninitialised, then filled in place. Matrices get
     ``N(0, 1/fan_in)`` (activations keep their scale through the layers), norms and scalars 1."""
     from engine.models.diffusion_gemma import DiffusionGemmaModel
 
     with torch.device("meta"):
         model = DiffusionGemmaModel(cfg)
-        model.fuse_projections()
     model = model.to(dtype).to_empty(device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():

@@ -150,7 +150,6 @@ class DiffusionEngine:
         report = load_weights(model, path, dtype, device if quantization == "none" else "cpu")
         model.reset_rope(device)
         quantize_model(model, quantization, device)
-        model.fuse_projections()
         model.eval()
         tokenizer = Tokenizer(path) if (path / "tokenizer.json").is_file() else None
         engine = cls(model, tokenizer, name or cfg.name)

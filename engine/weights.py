@@ -1,15 +1,18 @@
 """Load a DiffusionGemma checkpoint's safetensors into ``DiffusionGemmaModel`` by table.
 
-Checkpoint names → parameter names:
+``NAME_TABLE`` maps checkpoint names to parameter names, first matching row wins:
 
-* ``model.decoder.<X>``                        → ``<X>`` (the tied backbone, self-conditioning, final norm)
-* ``model.encoder.language_model.<X>``         → ``<X>`` too (a tied duplicate; used if the decoder copy is absent)
-* ``model.encoder.language_model.layers.N.layer_scalar`` → ``layers.N.encoder_layer_scalar`` (encoder-only)
-* ``lm_head.weight``                           → ``lm_head.weight`` (only when embeddings are untied)
 * vision / multimodal tensors                  → skipped (text only), reported once
+* ``model.encoder.language_model.layers.N.layer_scalar`` → ``layers.N.encoder_layer_scalar`` (encoder-only)
+* ``model.encoder.language_model.<X>``         → ``<X>`` too (a tied duplicate; used if the decoder copy is absent)
+* ``model.decoder.<X>``                        → ``<X>`` (the tied backbone, self-conditioning, final norm)
+* ``lm_head.weight``                           → ``lm_head.weight`` (only when embeddings are untied)
 
-Every expected tensor must be found with its exact shape; otherwise one ``CheckpointError`` lists each missing,
-unexpected and mis-shaped tensor. Only safetensors are read (no pickle), from local files only.
+Parameter names here are the checkpoint's module names (``layers.0.self_attn.q_proj.weight``): a fused matrix
+(``engine/layers/fuse.py``: q/k/v, gate/up) is filled part by part while loading, its parts named as the
+checkpoint names them (``logical_parameters``), and written back out the same way. Every expected tensor must be
+found with its exact shape; otherwise one ``CheckpointError`` lists each missing, unexpected and mis-shaped
+tensor. Only safetensors are read (no pickle), from local files only.
 """
 
 from __future__ import annotations
@@ -18,17 +21,36 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import CheckpointError
+from .layers.fuse import FusedLinear
 
 log = logging.getLogger("redraft.engine")
 
-_SKIP = re.compile(r"(vision_tower|embed_vision|multi_modal_projector|vision_model|audio_tower|embed_audio)")
-_ENC = "model.encoder.language_model."
-_DEC = "model.decoder."
+_ENC = r"model\.encoder\.language_model\."
+# (checkpoint name pattern, kind, parameter name); kinds: "param", "alias" (a tied duplicate), "skip"
+NAME_TABLE: tuple[tuple[str, str, str], ...] = (
+    (r".*(vision_tower|embed_vision|multi_modal_projector|vision_model|audio_tower|embed_audio).*", "skip", ""),
+    (_ENC + r"layers\.(\d+)\.layer_scalar", "param", r"layers.\1.encoder_layer_scalar"),
+    (_ENC + r"(.+)", "alias", r"\1"),
+    (r"model\.decoder\.(.+)", "param", r"\1"),
+    (r"lm_head\.weight", "param", "lm_head.weight"),
+)
+# parameter name pattern -> checkpoint name (the inverse, for saving and for messages), first match wins
+SAVE_TABLE: tuple[tuple[str, str], ...] = (
+    (r"layers\.(\d+)\.encoder_layer_scalar", r"model.encoder.language_model.layers.\1.layer_scalar"),
+    (r"lm_head\.weight", "lm_head.weight"),
+    (r"(.+)", r"model.decoder.\1"),
+)
+
+
+class Mapped(NamedTuple):
+    kind: str  # "param", "alias", "skip" or "unexpected"
+    target: str  # the parameter name ("" when skipped or unexpected)
 
 
 def checkpoint_files(path: Path) -> list[Path]:
@@ -52,27 +74,44 @@ def checkpoint_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json")
 
 
-def map_name(name: str) -> str | None:
-    """Parameter name for a checkpoint tensor name; None for tensors that are skipped (vision)."""
-    if _SKIP.search(name):
-        return None
-    if name.startswith(_ENC):
-        rest = name[len(_ENC):]
-        m = re.fullmatch(r"layers\.(\d+)\.layer_scalar", rest)
-        return f"layers.{m.group(1)}.encoder_layer_scalar" if m else "encoder-alias:" + rest
-    if name.startswith(_DEC):
-        return name[len(_DEC):]
-    if name == "lm_head.weight":
-        return "lm_head.weight"
-    return "unexpected:" + name
+def map_name(name: str) -> Mapped:
+    """Where a checkpoint tensor goes (``NAME_TABLE``)."""
+    for pattern, kind, target in NAME_TABLE:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return Mapped(kind, m.expand(target) if kind != "skip" else "")
+    return Mapped("unexpected", "")
 
 
 def checkpoint_name(target: str) -> str:
-    """The checkpoint name under which a parameter is stored (inverse of ``map_name``)."""
-    m = re.fullmatch(r"layers\.(\d+)\.encoder_layer_scalar", target)
-    if m:
-        return f"{_ENC}layers.{m.group(1)}.layer_scalar"
-    return target if target == "lm_head.weight" else _DEC + target
+    """The checkpoint name under which a parameter is stored (``SAVE_TABLE``, the inverse of ``map_name``)."""
+    for pattern, name in SAVE_TABLE:
+        m = re.fullmatch(pattern, target)
+        if m:
+            return m.expand(name)
+    raise AssertionError(f"SAVE_TABLE has no row for {target}")  # its last row matches every name
+
+
+def logical_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter, slice | None]]:
+    """``(parameter name as the checkpoint names it, the model's parameter, rows of it or None)`` in module order:
+    a ``FusedLinear``'s matrix appears once per part (``...self_attn.q_proj.weight`` -> rows of ``qkv_proj``)."""
+    fused = {f"{name}.weight": mod for name, mod in model.named_modules() if isinstance(mod, FusedLinear)}
+    for name, param in model.named_parameters():
+        if name not in fused:
+            yield name, param, None
+            continue
+        prefix = name.rsplit(".", 2)[0]  # 'layers.0.self_attn' of 'layers.0.self_attn.qkv_proj.weight'
+        for part, rows in fused[name].row_slices():
+            yield f"{prefix}.{part}.weight", param, rows
+
+
+def logical_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every weight under its parameter name as the checkpoint stores it (views: rows of fused matrices)."""
+    return {name: param if rows is None else param[rows] for name, param, rows in logical_parameters(model)}
+
+
+def expected_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in logical_tensors(model).items()}
 
 
 def match_tensors(expected: dict[str, tuple[int, ...]], path: Path) -> tuple[dict[str, tuple[Path, str]], int, int]:
@@ -90,14 +129,12 @@ def match_tensors(expected: dict[str, tuple[int, ...]], path: Path) -> tuple[dic
             with safe_open(str(file), framework="pt") as f:
                 for name in f.keys():
                     shapes[(file, name)] = tuple(f.get_slice(name).get_shape())
-                    target = map_name(name)
-                    if target is None:
+                    kind, target = map_name(name)
+                    if kind == "skip":
                         skipped += 1
-                    elif target.startswith("unexpected:"):
-                        unexpected.append(f"{name} {list(shapes[(file, name)])}")
-                    elif target.startswith("encoder-alias:"):
-                        aliases[target.split(":", 1)[1]] = (file, name)
-                    elif target not in expected:
+                    elif kind == "alias":
+                        aliases[target] = (file, name)
+                    elif kind == "unexpected" or target not in expected:
                         unexpected.append(f"{name} {list(shapes[(file, name)])}")
                     else:
                         found[target] = (file, name)
@@ -131,32 +168,40 @@ def check_tensor_shapes(path: Path) -> None:
     cfg = DiffusionGemmaConfig.from_dir(path)
     with torch.device("meta"):
         model = DiffusionGemmaModel(cfg)
-    match_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, path)
+    match_tensors(expected_shapes(model), path)
 
 
 def load_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype, device: torch.device | str) -> dict:
-    """Fill ``model`` (its tensors may live on the meta device) from the checkpoint at ``path``. Every tensor is
-    checked for NaN and Inf as it is loaded (after conversion to ``dtype``, so a float16 overflow is caught too).
+    """Fill ``model`` (its tensors may live on the meta device) from the checkpoint at ``path``; fused matrices
+    are filled part by part. Every tensor is checked for NaN and Inf as it is loaded (after conversion to
+    ``dtype``, so a float16 overflow is caught too).
 
     Returns a small report: ``{"loaded": n, "skipped_vision": n, "files": n}``.
     """
-    found, skipped, num_files = match_tensors({n: tuple(p.shape) for n, p in model.named_parameters()}, path)
+    found, skipped, num_files = match_tensors(expected_shapes(model), path)
     if skipped:
         log.warning("%s: skipped %d vision/multimodal tensors (redraft runs the text model only)", path, skipped)
-
+    where = {name: (param, rows) for name, param, rows in logical_parameters(model)}
     by_file: dict[Path, list[tuple[str, str]]] = {}
     for target, (file, name) in found.items():
         by_file.setdefault(file, []).append((target, name))
-    params = dict(model.named_parameters())
+    filled: dict[int, torch.Tensor] = {}  # id(parameter) -> its new data
     for file, items in by_file.items():
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for target, name in items:
                     tensor = f.get_tensor(name).to(device=device, dtype=dtype)
                     _check_finite(tensor, name, file, dtype)
-                    _assign(model, target, tensor, params[target])
+                    param, rows = where[target]
+                    if rows is None:
+                        filled[id(param)] = tensor
+                    else:
+                        whole = filled.setdefault(id(param), torch.empty(param.shape, dtype=dtype, device=device))
+                        whole[rows] = tensor
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{file}: cannot read safetensors file (truncated or corrupt?): {exc}") from None
+    for name, param in list(model.named_parameters()):
+        _assign(model, name, filled[id(param)])
     return {"loaded": len(found), "skipped_vision": skipped, "files": num_files}
 
 
@@ -169,7 +214,7 @@ def _check_finite(tensor: torch.Tensor, name: str, file: Path, dtype: torch.dtyp
                           "the checkpoint is broken (or its values overflow this dtype: try engine.dtype float32)")
 
 
-def _assign(model: torch.nn.Module, target: str, tensor: torch.Tensor, old: torch.nn.Parameter) -> None:
+def _assign(model: torch.nn.Module, target: str, tensor: torch.Tensor) -> None:
     module_name, _, attr = target.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))

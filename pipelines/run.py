@@ -132,7 +132,8 @@ def _init_ray(cfg: JobConfig) -> None:
         c = cfg.workers.concurrency
         actors = max(c) if isinstance(c, list) else (c or 1)
         need = math.ceil(actors * cfg.workers.num_cpus) + 2
-        ray.init(num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
+        # address='local': a new cluster even when another one's address is in /tmp/ray (ray start, a test)
+        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), logging_level=logging.WARNING)
     if ours:  # ray.init installed its own SIGTERM handler (it exits without redraft's resume message)
         handle_sigterm()
 

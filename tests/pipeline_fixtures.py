@@ -36,7 +36,7 @@ def _start_ray() -> str:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR",
+        ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR",
                  configure_logging=True, log_to_driver=False)
         atexit.register(ray.shutdown)
     from ray.data import DataContext

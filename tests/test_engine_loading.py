@@ -30,7 +30,8 @@ def test_loads_config_weights_tokenizer_and_skips_vision_once(tiny_checkpoint, c
     assert [l.kind for l in cfg.layers] == ["sliding_attention", "full_attention"] * 2
     assert [(l.head_dim, l.num_kv_heads) for l in cfg.layers] == [(16, 2), (32, 1), (16, 2), (32, 1)]
     # K = V on full layers: no v_proj there (the fused projection holds q, k and, on sliding layers only, v)
-    assert len(engine.model.layers[1].self_attn._split) == 2 and len(engine.model.layers[0].self_attn._split) == 3
+    attn = [layer.self_attn.qkv_proj.parts for layer in engine.model.layers[:2]]
+    assert list(attn[1]) == ["q_proj", "k_proj"] and list(attn[0]) == ["q_proj", "k_proj", "v_proj"]
     # the encoder's own layer scalars are loaded, distinct from the decoder's
     assert not torch.equal(engine.model.layers[0].encoder_layer_scalar, engine.model.layers[0].layer_scalar)
     assert engine.tokenizer.decode(engine.tokenizer.encode("def f(x): return 'é'")) == "def f(x): return 'é'"

@@ -425,7 +425,7 @@ def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: boo
     if not ray.is_initialized():
         if start_http and not env.get("RAY_ADDRESS"):
             cfg.check_port()  # a local proxy binds on this machine; a cluster's binds on its head node
-        ray.init(address=env.get("RAY_ADDRESS") or None)
+        ray.init(address=env.get("RAY_ADDRESS") or "local")
     if start_http:
         serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
     return serve.run(build_app(cfg, api_key), name=APP_NAME, route_prefix="/", blocking=blocking)

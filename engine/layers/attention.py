@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import LayerSpec
-from .fuse import fused_linear
+from .fuse import FusedLinear
 from .norms import RMSNorm, rms_norm
 from .rope import apply_rope
 
@@ -25,31 +25,14 @@ class Attention(nn.Module):
         super().__init__()
         self.spec, self.num_heads, self.eps = spec, num_heads, eps
         d, g = spec.head_dim, spec.num_kv_heads
-        self.q_proj = nn.Linear(hidden, num_heads * d, bias=False)
-        self.k_proj = nn.Linear(hidden, g * d, bias=False)
-        self.v_proj = nn.Linear(hidden, g * d, bias=False) if spec.has_v_proj else None
+        parts = {"q_proj": num_heads * d, "k_proj": g * d} | ({"v_proj": g * d} if spec.has_v_proj else {})
+        self.qkv_proj = FusedLinear(hidden, parts)  # loaded from q_proj, k_proj (and v_proj) by engine/weights.py
         self.o_proj = nn.Linear(num_heads * d, hidden, bias=False)
         self.q_norm = RMSNorm(d, eps)
         self.k_norm = RMSNorm(d, eps)
 
-        self.qkv_proj: nn.Linear | None = None
-
-    def fuse(self) -> None:
-        """Replace q/k(/v) projections by one matmul over their concatenated weights (same results, fewer
-        kernel launches); the separate modules are dropped so no weight is held twice."""
-        parts = [self.q_proj, self.k_proj] + ([self.v_proj] if self.v_proj is not None else [])
-        self.qkv_proj = fused_linear(*parts)
-        self._split = [p.weight.shape[0] for p in parts]
-        del self.q_proj, self.k_proj
-        if self.v_proj is not None:
-            del self.v_proj
-        self.v_proj = None
-
     def _project(self, x_BTC: torch.Tensor):
-        if self.qkv_proj is None:
-            v = self.v_proj(x_BTC) if self.v_proj is not None else None
-            return self.q_proj(x_BTC), self.k_proj(x_BTC), v
-        out = self.qkv_proj(x_BTC).split(self._split, dim=-1)
+        out = self.qkv_proj(x_BTC)
         return out[0], out[1], out[2] if len(out) == 3 else None
 
     def qkv(self, x_BTC: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

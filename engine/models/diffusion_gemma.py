@@ -17,7 +17,7 @@ from torch import nn
 from ..config import DiffusionGemmaConfig, LayerSpec
 from ..kv_cache import KVCache
 from ..layers.attention import Attention
-from ..layers.fuse import fused_linear
+from ..layers.fuse import FusedLinear
 from ..layers.moe import Experts, Router, gelu_tanh
 from ..layers.norms import RMSNorm
 from ..layers.rope import inverse_frequencies, rope_cos_sin
@@ -26,21 +26,11 @@ from ..layers.rope import inverse_frequencies, rope_cos_sin
 class GatedMLP(nn.Module):
     def __init__(self, hidden: int, width: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, width, bias=False)
-        self.up_proj = nn.Linear(hidden, width, bias=False)
+        self.gate_up_proj = FusedLinear(hidden, {"gate_proj": width, "up_proj": width})
         self.down_proj = nn.Linear(width, hidden, bias=False)
-        self.gate_up_proj: nn.Linear | None = None
-
-    def fuse(self) -> None:
-        """One matmul for gate and up (concatenated weights); the separate modules are dropped."""
-        self.gate_up_proj = fused_linear(self.gate_proj, self.up_proj)
-        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
+        gate, up = self.gate_up_proj(x)
         return self.down_proj(gelu_tanh(gate) * up)
 
 
@@ -105,13 +95,6 @@ class DiffusionGemmaModel(nn.Module):
             freq = inverse_frequencies(self.cfg.rope[kind], dim)
             freq = freq if device is None else freq.to(device)
             self.register_buffer(f"inv_freq_{kind}_{dim}", freq, persistent=False)
-
-    def fuse_projections(self) -> None:
-        """After loading: fuse q/k/v and gate/up projections into single matmuls (inference only)."""
-        for layer in self.layers:
-            layer.self_attn.fuse()
-            layer.mlp.fuse()
-        self.self_conditioning.fuse()
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property

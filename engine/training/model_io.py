@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from ..config import FULL, SLIDING, DiffusionGemmaConfig
 from ..models.diffusion_gemma import DiffusionGemmaModel
-from ..weights import checkpoint_name
+from ..weights import checkpoint_name, logical_parameters, logical_tensors
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def init_weights(model: DiffusionGemmaModel, seed: int) -> DiffusionGemmaModel:
     g = torch.Generator().manual_seed(seed)
     depth = 1 / math.sqrt(2 * cfg.num_hidden_layers)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, param, rows in logical_parameters(model):  # checkpoint order and shapes: fused or not, same draws
+            p = param if rows is None else param[rows]
             if name.endswith("layer_scalar") or p.ndim == 1:
                 p.fill_(1.0)
             elif name == "embed_tokens.weight":
@@ -113,8 +114,8 @@ def build_model(spec: ModelSpec, seed: int) -> DiffusionGemmaModel:
 
 def save_weights(model: DiffusionGemmaModel, file: Path) -> None:
     """The model's parameters under their checkpoint names, as one fp32 safetensors file."""
-    tensors = {checkpoint_name(n): p.detach().to(torch.float32).contiguous().clone()
-               for n, p in model.named_parameters()}
+    tensors = {checkpoint_name(n): t.detach().to(torch.float32).contiguous().clone()
+               for n, t in logical_tensors(model).items()}
     save_file(tensors, str(file), metadata={"format": "pt"})
 
 
