@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cmd_eval(args)
     if args.command == "serve":
-        from workers.serve import serve_command
+        from .serve_app import serve_command
 
         return serve_command(args.config, args.overrides)
     return cmd_run(args)

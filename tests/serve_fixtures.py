@@ -67,8 +67,8 @@ def deploy(name: str, route_prefix: str, cfg: dict, api_key: str | None = None) 
     """Deploy a redraft app named ``name`` under ``route_prefix``; returns its base URL."""
     from ray import serve
 
-    from workers.serve import build_app
-    from workers.serve_config import validate_serve_config
+    from pipelines.serve_app import build_app
+    from pipelines.serve_config import validate_serve_config
 
     if "serve" not in _state:
         _state["serve"] = _start_serve()

@@ -10,7 +10,7 @@ from pipelines.cli import main
 from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.evaluate import EvalConfig, load_eval_config
 from pipelines.train import TrainConfig, load_train_config
-from workers.serve_config import ServeConfig, ServeConfigError, load_serve_config
+from pipelines.serve_config import ServeConfig, ServeConfigError, load_serve_config
 
 JOB = {"input": {"path": "in.jsonl"}, "output": {"path": "out"}, "engine": {"checkpoint": "ckpt"}}
 

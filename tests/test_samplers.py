@@ -10,7 +10,7 @@ from engine import FREE, SamplingParams
 from engine.sampling.accept import accept_mask, confidence_mask, entropy_bound_mask, top_k_mask
 from engine.sampling.entropy_bound import sample_pass
 from pipelines.config import ConfigError, validate_config
-from workers.serve_config import ServeConfigError, validate_serve_config
+from pipelines.serve_config import ServeConfigError, validate_serve_config
 
 T, F = True, False
 

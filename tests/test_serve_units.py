@@ -8,7 +8,7 @@ import pytest
 
 from engine import SamplingParams
 from workers.openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
-from workers.serve_config import ServeConfigError, load_serve_config, validate_serve_config
+from pipelines.serve_config import ServeConfigError, load_serve_config, validate_serve_config
 from workers.serve_generation import EditWork, Row, canvas_seed, generate_rows, run_edit_works
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_missing_checkpoint_says_how_to_create_it(tmp_path):
 
 
 def test_start_refuses_before_touching_ray(tmp_path):
-    from workers.serve import start
+    from pipelines.serve_app import start
 
     cfg = validate_serve_config({"engine": {"checkpoint": str(tmp_path)}, "http": {"host": "0.0.0.0"}})
     with pytest.raises(ServeConfigError, match="http.host"):

@@ -13,22 +13,21 @@ text after it too, long documents window by window, every character outside the 
 Scheduling: requests that arrive together are batched by ``@serve.batch``; the batch is then generated canvas by
 canvas (``workers.serve_generation``) so every canvas commit can be streamed, and rows with the same sampling
 settings share each denoising pass. Infill and edit jobs are batched by a second ``@serve.batch`` method and run
-in one ``run_edit_jobs`` call per group of equal sampling settings. Configuration: ``ServeConfig``
-(``configs/serve.yaml``).
+in one ``run_edit_jobs`` call per group of equal sampling settings. Configuration: ``ServeSettings``, built from
+``configs/serve.yaml`` by ``pipelines/serve_app.py``.
 """
 
 # No 'from __future__ import annotations': FastAPI must see the route signatures' real types through Serve's
 # ingress wrapper.
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 import uuid
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -37,8 +36,8 @@ from ray import serve
 
 from .metrics import metric_tags, record_generation, set_queue_depth
 from .openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
-from .serve_config import ServeConfig
 from .serve_generation import EditWork, Row, cut_at_stop, generate_rows, run_edit_works
+from .serve_settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -90,26 +89,24 @@ class RedraftServer:
     """One replica: the engine, a dynamic batcher and the OpenAI routes.
 
     Args:
-        config: ``ServeConfig.model_dump()`` (checkpoint path already absolute).
+        settings: the replica's ``ServeSettings`` (checkpoint path already absolute).
         api_key_sha256: the bearer token's SHA-256, or None when no token is required.
     """
 
-    def __init__(self, config: dict, api_key_sha256: str | None = None):
+    def __init__(self, settings: ServeSettings, api_key_sha256: str | None = None):
         from .batch import load_engine
 
-        self.cfg = ServeConfig.model_validate(config)
-        dep, eng = self.cfg.deployment, self.cfg.engine
-        threads = max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None
-        self.engine = load_engine(eng.checkpoint, eng.device, eng.dtype, threads, eng.quantization)
+        self.cfg = s = settings
+        self.engine = load_engine(s.checkpoint, s.device, s.dtype, s.num_threads, s.quantization)
         if self.engine.tokenizer is None:  # check_checkpoint refuses this first; a replica must not look healthy
-            raise RuntimeError(f"engine.checkpoint: {eng.checkpoint} has no tokenizer.json; Serve cannot serve it")
+            raise RuntimeError(f"engine.checkpoint: {s.checkpoint} has no tokenizer.json; Serve cannot serve it")
         self.key_sha256 = api_key_sha256
-        self.tags = metric_tags(deployment=DEPLOYMENT_NAME, model=self.cfg.model_name)
+        self.tags = metric_tags(deployment=DEPLOYMENT_NAME, model=s.model_name)
         self.waiting = 0
-        self._run_batch.set_max_batch_size(dep.max_batch_size)
-        self._run_batch.set_batch_wait_timeout_s(dep.batch_wait_timeout_s)
-        self._run_edit_batch.set_max_batch_size(dep.max_batch_size)
-        self._run_edit_batch.set_batch_wait_timeout_s(dep.batch_wait_timeout_s)
+        self._run_batch.set_max_batch_size(s.max_batch_size)
+        self._run_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+        self._run_edit_batch.set_max_batch_size(s.max_batch_size)
+        self._run_edit_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         set_queue_depth(0, self.tags)
 
     # ------------------------------------------------------------------------------------------- batching
@@ -153,7 +150,7 @@ class RedraftServer:
                                                                     self.key_sha256):
                 raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                code="invalid_api_key")
-        limit = self.cfg.http.max_body_bytes
+        limit = self.cfg.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"the request body is {declared} bytes; this server takes at most {limit} "
@@ -172,7 +169,7 @@ class RedraftServer:
                            param="model", code="model_not_found")
 
     def _budget(self, max_tokens: int | None) -> int:
-        limit = self.cfg.http.max_tokens_limit
+        limit = self.cfg.max_tokens_limit
         if max_tokens is None:
             return min(self.cfg.sampling.max_new_tokens, limit)
         if max_tokens > limit:
@@ -182,15 +179,13 @@ class RedraftServer:
 
     def _params(self, req, max_new_tokens: int):
         """The request's ``SamplingParams``: the server's defaults, its budget and seed, its temperature scale."""
-        from engine import SamplingParams
-
-        base = self.cfg.sampling.model_dump()
+        base = self.cfg.sampling
+        change = {"max_new_tokens": max_new_tokens,
+                  "seed": req.seed if req.seed is not None else secrets.randbits(63)}
         if req.temperature is not None:  # OpenAI's temperature scales the schedule; 0 means (nearly) greedy
             scale = max(req.temperature, 1e-3)
-            base["t_max"], base["t_min"] = base["t_max"] * scale, base["t_min"] * scale
-        base["max_new_tokens"] = max_new_tokens
-        base["seed"] = req.seed if req.seed is not None else secrets.randbits(63)
-        return SamplingParams(**base)
+            change |= {"t_max": base.t_max * scale, "t_min": base.t_min * scale}
+        return dataclasses.replace(base, **change)
 
     def _encode(self, text: str, param: str) -> list[int]:
         ids = self.engine.tokenizer.encode(text)
@@ -238,7 +233,7 @@ class RedraftServer:
 
         req = parse_request(EditRequest, await self._body(request))
         self._check_model(req.model)
-        cap = self._budget(req.max_tokens) if req.max_tokens is not None else self.cfg.http.max_tokens_limit
+        cap = self._budget(req.max_tokens) if req.max_tokens is not None else self.cfg.max_tokens_limit
         instruction = req.instruction.strip() if req.instruction and req.instruction.strip() else None
         task = EditTask(instruction=instruction, max_span_tokens=cap)
         job = EditJob(req.document, [(start, end) for start, end in req.spans])
@@ -392,70 +387,3 @@ class RedraftServer:
 
 
 # --------------------------------------------------------------------------------------------- starting
-
-def build_app(cfg: ServeConfig, api_key: str | None = None):
-    """The bound Serve application for ``cfg`` (replicas, autoscaling and resources from ``cfg.deployment``)."""
-    dep = cfg.deployment
-    options = {"ray_actor_options": {"num_cpus": dep.num_cpus, "num_gpus": dep.num_gpus},
-               "max_ongoing_requests": dep.max_ongoing_requests}
-    if dep.autoscaling is not None:
-        options["autoscaling_config"] = dep.autoscaling.model_dump()
-    else:
-        options["num_replicas"] = dep.num_replicas
-    data = cfg.model_dump()
-    data["engine"]["checkpoint"] = str(Path(cfg.engine.checkpoint).resolve())
-    return RedraftServer.options(**options).bind(data, key_digest(api_key))
-
-
-def start(cfg: ServeConfig, *, env=None, blocking: bool = False, start_http: bool = True):
-    """Check ``cfg`` (checkpoint present, safe bind), then start Serve's HTTP proxy and deploy the app.
-
-    Connects to the Ray cluster named by ``RAY_ADDRESS`` or starts a local one when Ray is not initialised.
-    Returns the deployment handle (``blocking=True`` serves until interrupted instead).
-
-    Raises:
-        ServeConfigError: the checkpoint is missing, the bind is unsafe, or (Ray started here) the port is taken.
-    """
-    import ray
-
-    env = os.environ if env is None else env
-    api_key = env.get(cfg.http.api_key_env) or None
-    cfg.check_bind(api_key_set=api_key is not None)
-    cfg.check_checkpoint()
-    if not ray.is_initialized():
-        if start_http and not env.get("RAY_ADDRESS"):
-            cfg.check_port()  # a local proxy binds on this machine; a cluster's binds on its head node
-        ray.init(address=env.get("RAY_ADDRESS") or "local")
-    if start_http:
-        serve.start(http_options={"host": cfg.http.host, "port": cfg.http.port})
-    return serve.run(build_app(cfg, api_key), name=APP_NAME, route_prefix="/", blocking=blocking)
-
-
-def serve_command(config_path: str, overrides: list[str] | None = None) -> int:
-    """``redraft serve CONFIG.yaml [--set key=value ...]``: serve until interrupted. Returns the exit code
-    (2: the config is invalid, the checkpoint is missing, the bind is unsafe or the port is taken; nothing was
-    started)."""
-    import sys
-
-    from .serve_config import ServeConfigError, load_serve_config
-
-    try:
-        cfg = load_serve_config(config_path, overrides)
-        cfg.check_bind(api_key_set=bool(os.environ.get(cfg.http.api_key_env)))
-        cfg.check_checkpoint()
-    except ServeConfigError as err:
-        print(f"redraft serve: {config_path}:\n  " + "\n  ".join(err.problems), file=sys.stderr)
-        return 2
-    try:
-        if not os.environ.get("RAY_ADDRESS"):  # a cluster's proxy binds on its head node, not here
-            cfg.check_port()
-    except ServeConfigError as err:
-        print(f"redraft serve: error: {err}", file=sys.stderr)
-        return 2
-    print(f"redraft serve: model {cfg.model_name!r} on http://{cfg.http.host}:{cfg.http.port}/v1 (Ctrl-C stops)",
-          file=sys.stderr)
-    try:
-        start(cfg, blocking=True)
-    except KeyboardInterrupt:
-        pass
-    return 0

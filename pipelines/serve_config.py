@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from pipelines.config import NoBoolNumbers, SamplingConfig, apply_overrides
+from .config import NoBoolNumbers, SamplingConfig, apply_overrides
 
 DEMO_CHECKPOINT_HINT = "create it with: redraft demo-checkpoint {path}"
 
