@@ -89,15 +89,19 @@ def _check_finite(outcomes: list) -> list:
     return outcomes
 
 
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 on CUDA, float32 elsewhere."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
         raise ValueError(f"dtype: {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
 
 
 def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"``: CUDA when this process can see a GPU (a Ray actor given one), else the CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -127,7 +131,8 @@ class DiffusionEngine:
                         quantization: str | None = None) -> "DiffusionEngine":
         """Load a DiffusionGemma checkpoint directory in the Hugging Face layout (``config.json`` with
         ``text_config``, ``model.safetensors`` or shards with ``model.safetensors.index.json``, ``tokenizer.json``,
-        ``tokenizer_config.json``). Local files only; vision tensors are skipped.
+        ``tokenizer_config.json``). Local files only; vision tensors are skipped. ``device`` and ``dtype`` may be
+        ``"auto"`` (CUDA when visible, else CPU; bfloat16 on CUDA, else float32): resolved here, for every caller.
 
         ``quantization``: ``None``/``"none"``, ``"int8"`` or ``"fp8"``: the routed experts' weights are stored
         at one byte per weight with per-channel scales (``engine/quantize.py``); the checkpoint is then read
@@ -144,7 +149,8 @@ class DiffusionEngine:
             raise CheckpointError(f"checkpoint path is not a directory: {path}")
         quantization = check_quantization(quantization)
         cfg = DiffusionGemmaConfig.from_dir(path)
-        device, dtype = resolve_device(device), resolve_dtype(dtype)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
         with torch.device("meta"):
             model = DiffusionGemmaModel(cfg)
         report = load_weights(model, path, dtype, device if quantization == "none" else "cpu")

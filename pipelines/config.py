@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator,
+                      model_validator)
 
 
 class ConfigError(Exception):
@@ -331,38 +332,34 @@ class EngineConfig(_Model):
         return value
 
 
-class SamplingConfig(_Model):
-    """Mirrors ``engine.SamplingParams`` (DiffusionGemma's reference defaults)."""
+class _SamplingBase(_Model):
+    """The ``sampling`` section: one field per ``engine.SamplingParams`` field, with its default, bounds and
+    description taken from there (``_sampling_config``), so nothing is copied by hand."""
 
-    max_new_tokens: int = Field(default=256, ge=1, le=1_000_000, description="Tokens to generate at most per row.")
-    max_denoising_steps: int = Field(default=48, ge=1, le=10_000, description="Denoising passes per canvas at most.")
-    sampler: Literal["entropy_bound", "confidence", "top_k"] = Field(
-        default="entropy_bound", description="Which positions a denoising pass accepts (the rest are renoised): "
-        "'entropy_bound' (the reference: an entropy budget), 'confidence' (top probability >= accept_threshold, at "
-        "least one per pass) or 'top_k' (the accept_k most confident). Ignored by engine.backend 'vllm'.")
-    entropy_bound: float = Field(default=0.1, gt=0, description="(sampler 'entropy_bound') Entropy budget of the "
-                                 "positions accepted per pass; higher accepts more tokens per pass (faster, rougher).")
-    accept_threshold: float = Field(default=0.9, gt=0, le=1, description="(sampler 'confidence') Top probability "
-                                    "a position needs to be accepted; lower accepts more tokens per pass.")
-    accept_k: int = Field(default=4, ge=1, description="(sampler 'top_k') Positions accepted per pass (the "
-                          "highest top probabilities; clamped positions do not count).")
-    t_max: float = Field(default=0.8, gt=0, description="Temperature of the first pass.")
-    t_min: float = Field(default=0.4, gt=0, description="Temperature of the last pass (<= t_max).")
-    stability_threshold: int = Field(default=1, ge=0, description="A canvas stops early once its argmax is "
-                                     "unchanged for this many passes ...")
-    confidence_threshold: float = Field(default=0.005, ge=0, description="... and its mean entropy is below this.")
-    fixed_steps: bool = Field(default=False, description="Always run max_denoising_steps passes (benchmarks).")
-    ignore_eos: bool = Field(default=False, description="Keep generating after end-of-sequence (benchmarks).")
-    seed: int = Field(default=0, ge=0, lt=2**63, description="Base seed; each row's seed is derived from it and "
-                      "the row's id, so a row's output does not depend on batching or on resuming.")
-
-    @field_validator("t_min")
+    @field_validator("t_min", check_fields=False)
     @classmethod
     def _t_min_below_t_max(cls, value, info):
         t_max = info.data.get("t_max")
         if t_max is not None and value > t_max:
             raise ValueError(f"must be <= t_max ({t_max})")
         return value
+
+
+def _sampling_config() -> type[_SamplingBase]:
+    from dataclasses import fields
+
+    from engine.sampling.params import SamplingParams, knob_type
+
+    spec = {}
+    for f in fields(SamplingParams):
+        m = f.metadata
+        kind = Literal[tuple(m["choices"])] if "choices" in m else knob_type(f)
+        bounds = {k: m[k] for k in ("ge", "gt", "le", "lt") if k in m}
+        spec[f.name] = (kind, Field(default=f.default, description=m["doc"], **bounds))
+    return create_model("SamplingConfig", __base__=_SamplingBase, __module__=__name__, **spec)
+
+
+SamplingConfig = _sampling_config()
 
 
 def _sampling_output_fields(sampling: SamplingConfig) -> dict:

@@ -1,19 +1,25 @@
-"""The one place where validated job config becomes engine objects: the task and the sampling parameters.
+"""The one place where validated config becomes engine objects: the task, the sampling parameters and a Serve
+replica's settings.
 
-``pipelines/config.py`` validates (field names in every error); this module builds. Nothing else turns a
-``TaskConfig`` into a task or a ``SamplingConfig`` into ``SamplingParams``.
+``pipelines/config.py`` and ``pipelines/serve_config.py`` validate (field names in every error); this module
+builds. Nothing else turns a ``TaskConfig`` into a task, a ``SamplingConfig`` into ``SamplingParams`` or a
+``ServeConfig`` into ``ServeSettings``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.sampling.params import SamplingParams
 from engine.tasks import TASKS, EditTask, GenerateTask, InfillTask, RewriteTask, StructuredTask, Task, Widths
 from engine.tasks.schema_subset import schema_from_template
 
+from workers.serve_settings import ServeSettings
+
 if TYPE_CHECKING:
     from .config import SamplingConfig, TaskConfig
+    from .serve_config import ServeConfig
 
 
 def build_task(cfg: "TaskConfig") -> Task:
@@ -48,3 +54,14 @@ def structured_task(cfg: "TaskConfig") -> StructuredTask:
 def sampling_params(cfg: "SamplingConfig") -> SamplingParams:
     """The engine's sampling parameters for a validated sampling section (job or Serve)."""
     return SamplingParams(**cfg.model_dump())
+
+
+def serve_settings(cfg: "ServeConfig") -> ServeSettings:
+    """A replica's settings; the checkpoint path made absolute here, where ``redraft serve`` runs."""
+    eng, dep = cfg.engine, cfg.deployment
+    return ServeSettings(
+        checkpoint=str(Path(eng.checkpoint).resolve()), device=eng.device, dtype=eng.dtype,
+        quantization=eng.quantization, num_threads=max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None,
+        model_name=cfg.model_name, sampling=sampling_params(cfg.sampling),
+        max_tokens_limit=cfg.http.max_tokens_limit, max_body_bytes=cfg.http.max_body_bytes,
+        max_batch_size=dep.max_batch_size, batch_wait_timeout_s=dep.batch_wait_timeout_s)

@@ -10,6 +10,9 @@ import pytest
 import yaml
 
 from pipelines.cli import main
+from pydantic import ValidationError
+
+from engine.sampling.params import SamplingParams
 from pipelines.config import ConfigError, JobConfig, apply_overrides, describe_fields, load_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +98,7 @@ def test_fingerprint_tracks_what_changes_rows_only():
 
 
 def test_shipped_configs_are_valid():
-    from workers.serve_config import ServeConfig, load_serve_config
+    from pipelines.serve_config import ServeConfig, load_serve_config
 
     paths = sorted((REPO / "configs").glob("*.yaml"))
     assert {p.name for p in paths} >= {"demo.yaml", "nightly_rewrite.yaml", "serve.yaml"}
@@ -181,3 +184,19 @@ def test_demo_checkpoint_command(tmp_path, capsys):
     assert main(["demo-checkpoint", str(target)]) == 1
     assert "exists and is not an empty directory" in capsys.readouterr().err
     assert main(["demo-checkpoint", str(tmp_path / "x"), "--shape", "huge"]) == 2
+
+
+def test_sampling_section_is_derived_from_sampling_params():
+    """Defaults, bounds and the sampler choices come from ``engine.SamplingParams``: a value its check refuses
+    is refused by the config too, naming the field."""
+    from dataclasses import fields
+
+    from pipelines.config import SamplingConfig
+
+    assert list(SamplingConfig.model_fields) == [f.name for f in fields(SamplingParams)]
+    assert SamplingConfig().model_dump() == SamplingParams().to_dict()
+    for name, bad in (("max_new_tokens", 0), ("accept_threshold", 1.5), ("sampler", "beam"), ("seed", -1)):
+        with pytest.raises(ValueError, match=f"SamplingParams.{name}"):
+            SamplingParams(**{name: bad})
+        with pytest.raises(ValidationError, match=name):
+            SamplingConfig(**{name: bad})

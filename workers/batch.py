@@ -62,17 +62,14 @@ def row_seed(base_seed: int, row_id: str) -> int:
 
 def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_threads: int | None = None,
                 quantization: str = "none"):
-    """Load the redraft engine for one actor. ``device='auto'``: CUDA when this actor was given a GPU;
+    """Load the redraft engine for one actor (``auto`` device and dtype are resolved by ``from_pretrained``);
     ``quantization``: ``none``, ``int8`` or ``fp8`` expert weights (``engine/quantize.py``)."""
     import torch
 
     from engine import DiffusionEngine
+    from engine.engine import resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
-    if device == "cpu" and num_threads:
+    if resolve_device(device).type == "cpu" and num_threads:
         torch.set_num_threads(num_threads)
     return DiffusionEngine.from_pretrained(checkpoint, device=device, dtype=dtype, quantization=quantization)
 
