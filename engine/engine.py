@@ -44,7 +44,7 @@ class GenerationResult:
         num_passes: decoder (denoising) passes spent on this row, all canvases together.
         tokens_per_pass: ``len(token_ids) / num_passes``.
         seconds: wall time from the start of the call until this row finished.
-        finish_reason: ``"eos"`` or ``"length"``.
+        finish_reason: ``"eos"``, ``"length"`` or ``"stop"`` (ended by the caller's ``on_commit``).
         num_self_corrections: positions accepted on one pass and renoised on the next.
     """
 
@@ -275,9 +275,11 @@ class DiffusionEngine:
 
     @torch.no_grad()
     def generate_ids(self, prompt_ids, params: SamplingParams, seeds: list[int] | None = None,
-                     on_pass=None, max_inflight: int | None = None) -> list[GenerationResult]:
+                     on_pass=None, max_inflight: int | None = None, on_commit=None) -> list[GenerationResult]:
         """Token-level generate. ``on_pass(rows, argmax_BC)``, if given, sees each pass's argmax canvases
-        (``rows`` are indices into the call's prompts), e.g. to stream drafts.
+        (``rows`` are indices into the call's prompts), e.g. to stream drafts. ``on_commit(row, tokens, last)``,
+        if given, sees each row's tokens after every canvas it finishes (``last``: the row is done); returning
+        True ends the row there with ``finish_reason`` ``'stop'`` (a stop string, a client that left).
 
         ``max_inflight``: canvases denoised together (default: all rows). With fewer than the number of rows,
         rows wait in a queue and each takes the place of a finished row at once (step-level continuous
@@ -286,7 +288,8 @@ class DiffusionEngine:
         rows = self._check_prompt_ids(prompt_ids)
         seeds = self._check_seeds(seeds, len(rows), params)
         plans = plan_generation(rows, seeds, params, self.canvas_length, self.config.max_position_embeddings)
-        outcomes = _check_finite(Scheduler(self, params, plans, max_inflight or self.max_inflight, on_pass=on_pass).run())
+        outcomes = _check_finite(Scheduler(self, params, plans, max_inflight or self.max_inflight, on_pass=on_pass,
+                                           on_commit=on_commit).run())
         out = []
         for o in outcomes:
             text = self.tokenizer.decode(o.tokens) if self.tokenizer is not None else ""

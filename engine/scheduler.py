@@ -87,13 +87,16 @@ class _Live:
 
 class Scheduler:
     def __init__(self, engine, params: SamplingParams, plans: list[RowPlan], max_inflight: int | None = None,
-                 allowed_masks: torch.Tensor | None = None, on_pass=None):
+                 allowed_masks: torch.Tensor | None = None, on_pass=None, on_commit=None):
         self.engine, self.model, self.params, self.plans = engine, engine.model, params, plans
         cfg = engine.config
         self.c, self.v, self.device = cfg.canvas_length, cfg.vocab_size, engine.device
         self.max_inflight = max(1, min(max_inflight or len(plans), len(plans)))
         self.masks = None if allowed_masks is None else allowed_masks.to(self.device, torch.bool)
         self.on_pass = on_pass
+        # on_commit(row, tokens, last) after every finished canvas of a free-generation row; a True answer ends
+        # the row there (finish_reason 'stop': a caller's stop string, or its client left)
+        self.on_commit = on_commit
         self.eos = torch.tensor(engine.eos_ids, device=self.device)
         self.chunk = position_chunk(self.v)
         self.capacity = max(len(p.prompt) + p.max_canvases * self.c for p in plans)
@@ -287,6 +290,8 @@ class Scheduler:
                     over = True
                 else:
                     over = len(out.tokens) >= params.max_new_tokens or out.num_canvases >= plan.max_canvases
+                if self.on_commit is not None and self.on_commit(lv.row, out.tokens, over) and not over:
+                    out.finish_reason, over = "stop", True
             if over:
                 out.seconds = now
                 finished.add(i)

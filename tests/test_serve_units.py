@@ -9,7 +9,7 @@ import pytest
 from engine import SamplingParams
 from workers.openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
 from pipelines.serve_config import ServeConfigError, load_serve_config, validate_serve_config
-from workers.serve_generation import EditWork, Row, canvas_seed, generate_rows, run_edit_works
+from workers.serve_generation import EditWork, Row, generate_rows, run_edit_works
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,10 +177,18 @@ def test_stop_strings_cut_the_text(tiny_engine):
     assert "".join(e["delta"] for e in events) == cut.text
 
 
-def test_canvas_seeds():
-    assert canvas_seed(7, 0) == 7
-    assert canvas_seed(7, 1) != canvas_seed(7, 2) != canvas_seed(8, 1)
-    assert 0 <= canvas_seed(2**63 - 1, 5) < 2**63
+def test_multi_canvas_rows_equal_the_engine_loop(tiny_engine):
+    """Serve runs the engine's own loop: every canvas of a row, not only the first, equals ``generate_ids`` with
+    the row's seed (no committed prefix re-encoded, one generator per row across canvases)."""
+    prompts = [_ids(tiny_engine, p) for p in ("def main():", "import sys\n", "x = [")]
+    params = _params(max_new_tokens=40, seed=0)
+    seeds = [11, 12, 13]
+    expected = tiny_engine.generate_ids(prompts, params, seeds=seeds)
+    rows = [Row(p, _params(max_new_tokens=40, seed=s)) for p, s in zip(prompts, seeds)]
+    generate_rows(tiny_engine, rows)
+    for row, exp in zip(rows, expected):
+        assert row.tokens == exp.token_ids and row.text == exp.text
+        assert (row.num_canvases, row.num_passes) == (exp.num_canvases, exp.num_passes)
 
 
 def test_cli_serve_refuses_a_missing_checkpoint(tmp_path, capsys):

@@ -1,14 +1,14 @@
-"""Canvas-by-canvas generation for Serve: a batch of rows advanced one canvas per engine call, so each commit can
-be streamed and rows with equal sampling settings share every denoising pass.
+"""Generation for Serve: a batch of rows through the engine's own loop (``generate_ids``, the scheduler), one call
+per group of equal sampling settings (seed aside), each commit streamed from the scheduler's commit events.
 
-Each step asks the engine for one canvas per unfinished row (``generate_ids`` with ``max_new_tokens`` at most one
-canvas long), the prompt being the row's prompt plus its tokens so far, which is exactly what the engine's own
-multi-canvas loop commits to its cache. Canvas ``k`` of a row draws from seed ``canvas_seed(seed, k)``; canvas 0
-uses the request's seed itself, so a one-canvas answer equals ``engine.generate_ids`` with that seed. A row's text
-does not depend on which other rows share its batch.
+A committed canvas is never re-encoded: the scheduler keeps each row's prefix in its KV cache, as for
+``redraft run``, so a request's text equals the bulk job's for the same prompt, seed and parameters (a row's
+seed in a job is ``workers.batch.row_seed(sampling.seed, id)``). A stop string or a client that left ends the
+row at its next canvas boundary (the commit event answers "stop"). A row's text does not depend on which other
+rows share its batch (up to the rounding of batched kernels).
 
-Infill (``suffix``) and span edits are not generated canvas by canvas from a prompt: their holes sit in clamped
-canvases (``EditWork``, ``run_edit_works``), through the same code path as the bulk ``infill`` / ``edit`` tasks.
+Infill (``suffix``) and span edits are not generated from a prompt: their holes sit in clamped canvases
+(``EditWork``, ``run_edit_works``), through the same code path as the bulk ``infill`` / ``edit`` tasks.
 
 No Ray in this module (the Serve deployment runs ``generate_rows`` and ``run_edit_works`` in a worker thread).
 """
@@ -16,20 +16,11 @@ No Ray in this module (the Serve deployment runs ``generate_rows`` and ``run_edi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .metrics import record_engine_batch, record_generation
-
-
-def canvas_seed(seed: int, canvas: int) -> int:
-    """Seed of canvas ``canvas`` of a row seeded ``seed`` (canvas 0: the seed itself)."""
-    if canvas == 0:
-        return seed
-    digest = hashlib.sha256(f"{seed}:{canvas}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 @dataclass
@@ -105,44 +96,21 @@ def _emit_commit(row: Row) -> None:
         row.sent = upto
 
 
-def _finish_canvas(engine, row: Row, res) -> None:
-    row.tokens.extend(res.token_ids)
-    row.num_canvases += res.num_canvases
-    row.num_passes += res.num_passes
-    row.num_self_corrections += res.num_self_corrections
-    row.seconds += res.seconds
-    row.text, stopped = cut_at_stop(engine.tokenizer.decode(row.tokens), row.stop)
-    if stopped or res.finish_reason == "eos":
-        row.finish = "stop"
-    elif len(row.tokens) >= row.params.max_new_tokens or not res.token_ids \
-            or len(row.prompt_ids) + len(row.tokens) > engine.max_prompt_tokens:
-        row.finish = "length"
-    _emit_commit(row)
-
-
 def generate_rows(engine, rows: list[Row], tags: dict | None = None) -> None:
-    """Advance ``rows`` canvas by canvas until each is done; results are left on the rows.
+    """Generate ``rows`` until each is done; results are left on the rows.
 
-    Rows with equal sampling settings (seed aside) share one engine call per canvas. A failing call marks its
-    rows with ``error`` (other rows go on).
+    Rows with equal sampling settings (seed aside) share one engine call, so they share every denoising pass.
+    A failing call marks its rows with ``error`` (other groups go on).
     """
-    while True:
-        active = [r for r in rows if not r.done]
-        if not active:
-            return
-        groups: dict = {}
-        for row in active:
-            budget = min(engine.canvas_length, row.params.max_new_tokens - len(row.tokens))
-            key = dataclasses.replace(row.params, max_new_tokens=budget, seed=0)
-            groups.setdefault(key, []).append(row)
-        for params, group in groups.items():
-            _step(engine, params, group, tags)
+    groups: dict = {}
+    for row in rows:
+        if not row.done:
+            groups.setdefault(dataclasses.replace(row.params, seed=0), []).append(row)
+    for params, group in groups.items():
+        _run_group(engine, params, group, tags)
 
 
-def _step(engine, params, group: list[Row], tags: dict | None) -> None:
-    for row in group:
-        row.canvas_passes = 0
-
+def _run_group(engine, params, group: list[Row], tags: dict | None) -> None:
     eos = set(engine.eos_ids)
 
     def on_pass(indices: list[int], argmax_BC) -> None:
@@ -155,11 +123,20 @@ def _step(engine, params, group: list[Row], tags: dict | None) -> None:
                 row.emit({"kind": "draft", "text": engine.tokenizer.decode(row.tokens + ids[:cut]),
                           "canvas": row.num_canvases, "pass": row.canvas_passes})
 
-    prompts = [row.prompt_ids + row.tokens for row in group]
-    seeds = [canvas_seed(row.params.seed, row.num_canvases) for row in group]
+    def on_commit(i: int, tokens: list[int], last: bool) -> bool:
+        row = group[i]
+        row.tokens, row.num_canvases, row.canvas_passes = list(tokens), row.num_canvases + 1, 0
+        row.text, stopped = cut_at_stop(engine.tokenizer.decode(row.tokens), row.stop)
+        if stopped:
+            row.finish = "stop"
+        if not last:
+            _emit_commit(row)  # the last canvas is sent once the row's finish is known
+        return stopped or row.cancelled
+
     started = time.perf_counter()
     try:
-        results = engine.generate_ids(prompts, params, seeds=seeds, on_pass=on_pass)
+        results = engine.generate_ids([row.prompt_ids for row in group], params,
+                                      seeds=[row.params.seed for row in group], on_pass=on_pass, on_commit=on_commit)
     except Exception as err:  # noqa: BLE001 - this group's failure; the rest of the batch goes on
         for row in group:
             row.error = f"{type(err).__name__}: {err}"
@@ -168,9 +145,11 @@ def _step(engine, params, group: list[Row], tags: dict | None) -> None:
         record_engine_batch(len(group), tags)
     elapsed = time.perf_counter() - started
     for row, res in zip(group, results):
-        if res.seconds <= 0:  # rows the engine never ran (no room) still took the call's time
-            res = dataclasses.replace(res, seconds=elapsed)
-        _finish_canvas(engine, row, res)
+        row.tokens, row.num_canvases, row.num_passes = list(res.token_ids), res.num_canvases, res.num_passes
+        row.num_self_corrections, row.seconds = res.num_self_corrections, res.seconds if res.seconds > 0 else elapsed
+        row.text, stopped = cut_at_stop(engine.tokenizer.decode(row.tokens), row.stop)
+        row.finish = "stop" if stopped or res.finish_reason in ("eos", "stop") else "length"
+        _emit_commit(row)
 
 
 # --------------------------------------------------------------------------------------------- clamped canvases
