@@ -6,6 +6,10 @@ tokens (``lengths``): prompts of different lengths, or rows that have committed 
 (continuous batching admits new rows while others are mid-generation). Slots past a row's length are scratch:
 the decoder writes its canvas K/V there and the next commit overwrites them.
 
+Continuous batching (``engine/scheduler.py``) allocates one cache of ``max_inflight`` rows (slots) per call: a row
+takes a free slot when admitted (its prompt is encoded into it) and frees it when done; nothing is concatenated
+or re-indexed, and a pass reads a view of the slots up to the last one in use.
+
 Lengths are kept on the host (a Python list) so that building ranges and masks never waits on the device.
 Writes and reads use explicit integer ranges or index tensors (no boolean masks, no ``nonzero`` syncs).
 """
@@ -65,30 +69,14 @@ class KVCache:
             k, v = k.index_select(0, rows), v.index_select(0, rows)
         return k, v
 
-    def select(self, rows: list[int]) -> "KVCache":
-        """A cache holding only ``rows`` (a copy of their filled slots), e.g. when finished rows leave."""
+    def view(self, n: int) -> "KVCache":
+        """The first ``n`` rows (slots) as views of this cache's tensors: writes through it land here. Its
+        ``lengths`` are a copy of the first ``n`` (readers only: encode through the whole cache)."""
+        if n == self.batch:
+            return self
         new = KVCache.__new__(KVCache)
-        new.capacity, new.device = self.capacity, self.device
-        new.lengths = [self.lengths[r] for r in rows]
-        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-        new.k = [t.index_select(0, idx) for t in self.k]
-        new.v = [t.index_select(0, idx) for t in self.v]
-        return new
-
-    def concat(self, other: "KVCache") -> "KVCache":
-        """This cache's rows followed by ``other``'s (rows admitted mid-generation). Only filled slots are
-        copied; the capacity is the larger of the two."""
-        new = KVCache.__new__(KVCache)
-        new.capacity, new.device = max(self.capacity, other.capacity), self.device
-        new.lengths = self.lengths + other.lengths
-        filled_a, filled_b = max(self.lengths), max(other.lengths)
-        new.k, new.v = [], []
-        for mine, theirs, out in ((self.k, other.k, new.k), (self.v, other.v, new.v)):
-            for a, b in zip(mine, theirs):
-                t = a.new_zeros(a.shape[0] + b.shape[0], a.shape[1], new.capacity, a.shape[3])
-                t[:a.shape[0], :, :filled_a] = a[:, :, :filled_a]
-                t[a.shape[0]:, :, :filled_b] = b[:, :, :filled_b]
-                out.append(t)
+        new.capacity, new.device, new.lengths = self.capacity, self.device, self.lengths[:n]
+        new.k, new.v = [t[:n] for t in self.k], [t[:n] for t in self.v]
         return new
 
     def nbytes(self) -> int:

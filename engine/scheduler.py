@@ -110,6 +110,7 @@ class Scheduler:
         self.segments: list[tuple[int, int, int, int]] = []  # (block, index in it, row, tokens kept)
         self.kept = [0] * len(plans)  # tokens kept so far per row
         self.host_tokens: list[list[int]] = [[] for _ in plans]  # read at each commit, only for on_commit
+        self.idle_gen = torch.Generator(device=self.device).manual_seed(0)  # the draws of free slots in a pass
 
     # ------------------------------------------------------------------------------------------- batch state
     def _start_canvas(self, live: _Live) -> dict:
@@ -149,41 +150,72 @@ class Scheduler:
             state["allowed"] = torch.stack([s["allowed"] for s in starts])
         return state
 
-    def _prefill(self, rows: list[int]) -> KVCache:
-        prompts = [self.plans[r].prompt for r in rows]
-        # every cache gets the call's whole capacity, so caches of rows admitted later concatenate without regrowing
-        return self.engine._prefill(prompts, self.capacity - max(len(p) for p in prompts))
+    def _new_state(self) -> dict[str, torch.Tensor]:
+        """Batch state for every slot, allocated once; a slot's rows are overwritten when a row takes it."""
+        n, c, d, dev = self.max_inflight, self.c, self.engine.config.hidden_size, self.device
+        state = {"canvas": torch.zeros(n, c, dtype=torch.long, device=dev),
+                 "steps": torch.full((n,), self.params.max_denoising_steps, dtype=torch.long, device=dev),
+                 "free": torch.ones(n, dtype=torch.float32, device=dev),
+                 "soft": torch.zeros(n, c, d, dtype=self.model.dtype, device=dev),
+                 "prev_acc": torch.zeros(n, c, dtype=torch.bool, device=dev),
+                 "nonfinite": torch.zeros(n, dtype=torch.long, device=dev),
+                 "corr": torch.zeros(n, dtype=torch.long, device=dev)}
+        if self.clamped:
+            state["known"] = torch.full((n, c), FREE, dtype=torch.long, device=dev)
+        if self.restricting:
+            state["allowed"] = torch.full((n, c), -1, dtype=torch.long, device=dev)
+        return state
 
-    def _admit(self, queue: deque, cache: KVCache | None) -> KVCache | None:
-        """Admit waiting rows into free places (a canvas boundary for the rows that just left)."""
-        room = self.max_inflight - len(self.live)
-        if room <= 0 or not queue:
-            return cache
-        new = [queue.popleft() for _ in range(min(room, len(queue)))]
-        new_cache = self._prefill(new)
-        cache = new_cache if cache is None else cache.concat(new_cache)
+    def _admit(self, queue: deque, cache: KVCache) -> None:
+        """Waiting rows take free slots, lowest first (a canvas boundary for the rows that just left): their
+        prompts are encoded into those slots of the cache; no other row's K/V moves."""
+        free = [i for i in range(self.max_inflight) if i >= len(self.live) or self.live[i] is None]
+        if not free or not queue:
+            return
+        slots = free[:len(queue)]
+        new = [queue.popleft() for _ in slots]
+        self.live += [None] * (max(slots) + 1 - len(self.live))
+        for i in slots:
+            cache.lengths[i] = 0
+        for group in _length_groups([(slot, self.plans[r].prompt) for slot, r in zip(slots, new)]):
+            prompts = [p for _, p in group]
+            longest, pad = max(len(p) for p in prompts), self.engine.config.pad_token_id
+            ids = torch.tensor([p + [pad] * (longest - len(p)) for p in prompts], dtype=torch.long,
+                               device=self.device)
+            self.model.encode(ids, cache, rows=[slot for slot, _ in group], valid=[len(p) for p in prompts])
         lives = [_Live(r, torch.Generator(device=self.device).manual_seed(int(self.plans[r].seed))) for r in new]
-        fresh = self._fresh_rows(lives)
-        fresh["nonfinite"] = torch.zeros(len(new), dtype=torch.long, device=self.device)
-        fresh["corr"] = torch.zeros(len(new), dtype=torch.long, device=self.device)
-        self.state = fresh if not self.state else {k: torch.cat([self.state[k], t]) for k, t in fresh.items()}
-        self.live += lives
-        self.tracker.extend(len(new))
-        return cache
+        idx = torch.tensor(slots, device=self.device)
+        for k, t in self._fresh_rows(lives).items():
+            self.state[k][idx] = t
+        self.state["nonfinite"][idx] = 0
+        self.state["corr"][idx] = 0
+        for i, lv in zip(slots, lives):
+            self.live[i] = lv
+        self.tracker.reset(idx)
+
+    def _view(self, cache: KVCache) -> KVCache:
+        """The cache's slots up to the last live one, as views (no copy). A free slot inside is parked at the
+        longest live row's length, so it widens no row's key range; its canvas K/V go to its own scratch."""
+        n = len(self.live)
+        parked = max(cache.lengths[i] for i, lv in enumerate(self.live) if lv is not None)
+        for i, lv in enumerate(self.live):
+            if lv is None:
+                cache.lengths[i] = parked
+        return cache.view(n)
 
     # ------------------------------------------------------------------------------------------- clamps
-    def _clamp_logits(self, logits: torch.Tensor) -> None:
+    def _clamp_logits(self, logits: torch.Tensor, st: dict[str, torch.Tensor]) -> None:
         """Apply the rows' allowed-token masks and known tokens to this pass's logits, in place, batched (the
         mask lookup in chunks of positions, so its ``[P, V]`` temporary stays within the sampler's budget)."""
         b, c, v = logits.shape
         if self.restricting:
-            flat, allowed = logits.view(b * c, v), self.state["allowed"].view(-1)
+            flat, allowed = logits.view(b * c, v), st["allowed"].reshape(-1)
             for s in range(0, b * c, self.chunk):
                 ids = allowed[s:s + self.chunk]
                 banned = ~self.masks[ids.clamp(min=0)]
                 banned &= (ids >= 0)[:, None]
                 flat[s:s + self.chunk].masked_fill_(banned, _NEG)
-        known = self.state["known"]
+        known = st["known"]
         is_known = (known != FREE)[..., None]
         logits.masked_fill_(is_known, _NEG)
         at = known.clamp(min=0)[..., None]  # a free position writes its own logit back (token 0) unchanged
@@ -195,37 +227,45 @@ class Scheduler:
         params, c = self.params, self.c
         start = time.perf_counter()
         queue = deque(r for r, plan in enumerate(self.plans) if plan.max_canvases > 0)
-        self.live: list[_Live] = []
-        self.state: dict[str, torch.Tensor] = {}
-        self.tracker = StopTracker(0, c, params.stability_threshold, params.confidence_threshold, self.device)
-        cache: KVCache | None = None
+        if not queue:
+            return self.out
+        # one slot per row in flight, allocated once: rows take a slot when admitted and free it when done
+        self.live: list[_Live | None] = []  # by slot, up to the last slot in use
+        self.state = self._new_state()
+        self.tracker = StopTracker(self.max_inflight, c, params.stability_threshold, params.confidence_threshold,
+                                   self.device)
+        cache = KVCache(self.engine.config, self.max_inflight, self.capacity, self.model.dtype, self.device)
         while queue or self.live:
-            cache = self._admit(queue, cache)
-            argmax, stop = self._pass(cache)
+            self._admit(queue, cache)
+            argmax, stop = self._pass(self._view(cache))
             done = self._read(argmax, stop)
             if done is None:
                 continue
             finished, commit = self._finish_canvases(argmax, done, time.perf_counter() - start)
-            cache = self._advance(argmax, cache, finished, commit)
+            self._advance(argmax, cache, finished, commit)
         self._read_tokens()
         return self.out
 
     def _pass(self, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One denoising pass over every canvas in flight; returns the argmax canvases and (adaptive stopping)
-        the rows' stop flags, both on device."""
-        params, st, b, c = self.params, self.state, len(self.live), self.c
+        """One denoising pass over the slots up to the last live one (``cache`` is that view); returns the argmax
+        canvases and (adaptive stopping) the slots' stop flags, both on device. A free slot inside the view runs
+        too (its results are never read) and draws from a generator of its own, so live rows' draws do not move."""
+        params, b, c = self.params, len(self.live), self.c
+        st = {k: t[:b] for k, t in self.state.items()}  # views: writes below go to the slots' state
+        live = [lv for lv in self.live if lv is not None]
         # every row on the first pass of its canvas: no self-conditioning signal at all (zeros add exactly 0)
-        all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in self.live)
+        all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in live)
         hidden = self.model.decode(st["canvas"], cache, None if all_fresh else st["soft"])
         logits = self.engine._logits(hidden)
         if self.clamped:
-            self._clamp_logits(logits)
-        gens = [lv.gen for lv in self.live]
+            self._clamp_logits(logits, st)
+        gens = [lv.gen if lv is not None else self.idle_gen for lv in self.live]
         # the entropy-bound sampler does not read the top probabilities: skip them
         top = None if params.sampler == "entropy_bound" else torch.empty(b, c, device=self.device)
-        cand, argmax, entropy, st["soft"] = sample_pass(logits, self.temps[st["steps"]], gens,
-                                                        self.model.soft_embeddings, self.chunk, top)
-        del logits
+        cand, argmax, entropy, soft = sample_pass(logits, self.temps[st["steps"].clamp(min=0)], gens,
+                                                  self.model.soft_embeddings, self.chunk, top)
+        st["soft"].copy_(soft)
+        del logits, soft
         # garbage activations: one [B] flag per pass on device, read with the pass's other figures (no extra
         # host sync). 1: NaN/Inf hidden states; 2: NaN/Inf logits (their NaN reaches the entropy); 4: all-zero
         # hidden states (an overflow inside a norm, x*x = Inf, zeroes the row instead of NaN)
@@ -235,15 +275,17 @@ class Scheduler:
         del hidden
         noise = torch.stack([torch.randint(0, self.v, (c,), generator=g, device=self.device) for g in gens])
         accepted = accept_mask(entropy, top, params)
-        st["canvas"] = torch.where(accepted, cand, noise)
+        st["canvas"].copy_(torch.where(accepted, cand, noise))
         st["corr"] += (st["prev_acc"] & ~accepted).sum(-1)
-        st["prev_acc"] = accepted
+        st["prev_acc"].copy_(accepted)
         st["steps"] -= 1
-        for lv in self.live:
+        for lv in live:
             self.out[lv.row].num_passes += 1
             lv.steps_left -= 1
         if self.on_pass is not None:
-            self.on_pass([lv.row for lv in self.live], argmax)
+            slots = [i for i, lv in enumerate(self.live) if lv is not None]
+            rows = argmax if len(slots) == b else argmax[torch.tensor(slots, device=self.device)]
+            self.on_pass([self.live[i].row for i in slots], rows)
         if params.fixed_steps:
             return argmax, None
         # (a canvas clamped everywhere has zero entropy: it stops once stable)
@@ -251,9 +293,10 @@ class Scheduler:
 
     def _read(self, argmax: torch.Tensor, stop: torch.Tensor | None) -> list[bool] | None:
         """The pass's one host read (with fixed steps only on passes where a canvas ends): flags, corrections,
-        stop flags and each row's first EOS. Returns which canvases are done, or None when none is."""
-        st, c = self.state, self.c
-        if stop is None and not any(lv.steps_left == 0 for lv in self.live):
+        stop flags and each row's first EOS. Returns which slots' canvases are done, or None when none is."""
+        b, c = len(self.live), self.c
+        st = {k: t[:b] for k, t in self.state.items()}
+        if stop is None and not any(lv is not None and lv.steps_left == 0 for lv in self.live):
             return None
         cols = [st["nonfinite"], st["corr"], st["nonfinite"] if stop is None else stop.long()]
         if self.take_eos:
@@ -264,6 +307,9 @@ class Scheduler:
         done = []
         self.flags, self.first_eos = [v[0] for v in values], [v[3] if self.take_eos else c for v in values]
         for lv, v in zip(self.live, values):
+            if lv is None:
+                done.append(False)
+                continue
             self.out[lv.row].num_corrections += v[1]
             done.append(lv.steps_left == 0 or (stop is not None and bool(v[2])))
         return done if any(done) else None
@@ -312,9 +358,9 @@ class Scheduler:
                 commit.append(i)
         return finished, commit
 
-    def _advance(self, argmax: torch.Tensor, cache: KVCache, finished: set[int], commit: list[int]) -> KVCache | None:
-        """Commit the canvases of rows that go on (the encoder appends them to the cache, a fresh canvas starts
-        on the next pass) and drop the rows that are done."""
+    def _advance(self, argmax: torch.Tensor, cache: KVCache, finished: set[int], commit: list[int]) -> None:
+        """Commit the canvases of rows that go on (the encoder appends them to their slots, a fresh canvas starts
+        on the next pass) and free the slots of rows that are done (nothing is copied)."""
         if commit:
             idx = torch.tensor(commit, device=self.device)
             self.model.encode(argmax[idx], cache, rows=commit)
@@ -324,18 +370,11 @@ class Scheduler:
             for k, t in self._fresh_rows(lives).items():
                 self.state[k][idx] = t
             self.tracker.reset(idx)
-        if finished:
-            keep = [i for i in range(len(self.live)) if i not in finished]
-            self.live = [self.live[i] for i in keep]
-            if not keep:
-                self.state = {}
-                self.tracker.keep(torch.zeros(0, dtype=torch.long, device=self.device))
-                return None
-            kt = torch.tensor(keep, device=self.device)
-            cache = cache.select(keep)
-            self.state = {k: t[kt] for k, t in self.state.items()}
-            self.tracker.keep(kt)
-        return cache
+        for i in finished:
+            self.live[i] = None
+            cache.lengths[i] = 0
+        while self.live and self.live[-1] is None:
+            self.live.pop()
 
     def _read_tokens(self) -> None:
         """The finished canvases' tokens, read in one transfer at the end of the call."""
@@ -347,6 +386,19 @@ class Scheduler:
             offsets.append(offsets[-1] + b.shape[0])
         for block, j, row, take in self.segments:
             self.out[row].tokens.extend(values[offsets[block] + j][:take])
+
+
+def _length_groups(items: list[tuple[int, list[int]]], slack: float = 1.25) -> list[list[tuple[int, list[int]]]]:
+    """Prompts to encode together, by length: a group's longest is at most ``slack`` times its shortest (plus
+    one canvas-sized margin), so one long prompt is not padded onto every short one (a 1,200-token prompt among
+    8-token ones made the prefill 13x the cache)."""
+    groups: list[list[tuple[int, list[int]]]] = []
+    for item in sorted(items, key=lambda it: len(it[1])):
+        if groups and len(item[1]) <= slack * len(groups[-1][0][1]) + 16:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def plan_generation(prompts: list[list[int]], seeds: list[int], params: SamplingParams, canvas_length: int,
