@@ -1,7 +1,7 @@
 """The two backends of ``redraft run`` on the same rows: redraft's diffusion engine and vLLM.
 
 Both models are tiny random checkpoints written here in the real on-disk format: a DiffusionGemma
-(``engine.demo`` config ``bench``: hidden 128, 6 layers, 8 experts top-2, canvas 32) for redraft, a Llama
+(``benchmarks.checkpoints`` config ``bench``: hidden 128, 6 layers, 8 experts top-2, canvas 32) for redraft, a Llama
 (hidden 128, 6 layers, 4 heads of 32) for vLLM, with the same tokenizer, so every prompt is the same token ids
 for both. Every row generates exactly ``--new-tokens`` tokens (EOS ignored; redraft runs ``--steps`` denoising
 passes per canvas), fp32 on CPU. Two measurements, side by side in one run:
@@ -34,7 +34,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def corpus_rows(n: int, chars: int = 160) -> list[dict]:
     """``n`` prompts cut from real text (Python standard library sources)."""
-    from engine.demo import training_text
+    from benchmarks.checkpoints import training_text
 
     text = "".join(training_text(max_chars=n * chars * 2))
     return [{"id": f"row-{i}", "text": text[i * chars:(i + 1) * chars]} for i in range(n)]
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
 
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
     from engine.tokenizer import Tokenizer
     from tests.pipeline_fixtures import write_jsonl
     from tests.vllm_fixtures import make_tiny_llama_checkpoint

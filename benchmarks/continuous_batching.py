@@ -29,7 +29,7 @@ import torch
 def run(rows: int, inflight: int, new_tokens: int, vocab: int, config: str, eos_scale: float,
         max_steps: int, confidence: float, threads: int = 2) -> dict:
     from engine import DiffusionEngine, SamplingParams
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     ap.add_argument("--inflight", type=int, default=8, help="canvases per decoder pass (both modes)")
     ap.add_argument("--new-tokens", type=int, default=96, help="max_new_tokens per row")
     ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--config", default="base", help="tiny config name from engine.demo.CONFIGS")
+    ap.add_argument("--config", default="base", help="tiny config name from benchmarks.checkpoints.CONFIGS")
     ap.add_argument("--eos-scale", type=float, default=2.0, help="EOS embedding scale (rows end at varied canvases)")
     ap.add_argument("--max-steps", type=int, default=16, help="max_denoising_steps")
     ap.add_argument("--confidence", type=float, default=2.5,

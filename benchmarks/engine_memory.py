@@ -87,7 +87,7 @@ def child_mixed(path: str, long_prompt: int, inflight: int, steps: int) -> dict:
 
 def measure_mixed(roots: dict[str, str], long_prompt: int, inflight: int, steps: int) -> dict:
     """The mixed case for the engine of each checkout in ``roots`` (label -> directory), one subprocess each."""
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +102,7 @@ def measure_mixed(roots: dict[str, str], long_prompt: int, inflight: int, steps:
 
 
 def measure(batches: list[int], vocab: int = 131072, steps: int = 2, name: str = "base") -> list[dict]:
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

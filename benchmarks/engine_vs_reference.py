@@ -55,7 +55,7 @@ def reference_generate(ref, ids: torch.Tensor, new_tokens: int, params, adaptive
 def run(batches, steps: int, new_tokens: int, repeats: int, prompt_tokens: int, mode: str = "fixed",
         vocab: int = 32768, config: str = "bench") -> dict:
     from engine import DiffusionEngine, SamplingParams
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     torch.set_num_threads(2)
     adaptive = mode == "adaptive"

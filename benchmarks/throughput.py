@@ -1,7 +1,7 @@
 """Throughput against batch size: redraft's engine and transformers' reference ``generate`` on the same tiny
 checkpoint with the same settings, tokens/s, passes per token and peak memory at each batch size.
 
-Stated config: the ``bench`` checkpoint of ``engine/demo.py`` (hidden 128, 6 layers, 8 experts top-2, canvas
+Stated config: the ``bench`` checkpoint of ``benchmarks/checkpoints.py`` (hidden 128, 6 layers, 8 experts top-2, canvas
 32) with a ``--vocab`` vocabulary, fp32 on the CPU with ``--threads`` torch threads (default 1); every row gets
 the same real prompt (the first ``--prompt-tokens`` tokens of a Python source file) and generates
 ``--new-tokens`` tokens with ``--steps`` fixed denoising passes per canvas and EOS ignored, so both engines do
@@ -119,7 +119,7 @@ def _run_child(path: str, which: str, batch: int, args) -> dict:
 
 
 def measure(args) -> dict:
-    from engine.demo import CONFIGS, make_tiny_checkpoint
+    from benchmarks.checkpoints import CONFIGS, make_tiny_checkpoint
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def checkpoint_factory(tmp_path_factory):
     """``make(name="base", **kwargs) -> (path, reference_model)``, cached per argument set."""
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     cache: dict = {}
 

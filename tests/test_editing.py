@@ -300,7 +300,7 @@ def test_infill_drops_unused_budget(checkpoint_factory):
 def long_document(chars: int) -> str:
     """Real text ``chars`` characters long: Python standard library source (what the tiny tokenizer was trained on,
     so it takes few tokens) with a line of non-ASCII text every few thousand characters."""
-    from engine.demo import training_text
+    from benchmarks.checkpoints import training_text
 
     code = "".join(training_text(chars + 10_000))
     lines, out, size = code.splitlines(keepends=True), [], 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import DiffusionEngine
-from engine.demo import CONFIGS
+from benchmarks.checkpoints import CONFIGS
 
 ATOL = 1e-4
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from engine import DiffusionEngine, SamplingParams
-from engine.demo import CONFIGS
+from benchmarks.checkpoints import CONFIGS
 from engine.layers.moe import Experts, sort_pairs
 from engine.quantize import (QuantizedExperts, dequantize, fp8_gated_mlp, fp8_kernel_available, parameter_counts,
                              quantize_weight, tensor_bytes, weight_bytes)

@@ -2,7 +2,7 @@
 
 The weights are written by transformers' own ``save_pretrained``, so vLLM loads them exactly as it loads a
 real Llama checkpoint; the tokenizer is the same locally trained byte-level BPE (and Gemma-style chat
-template) as redraft's tiny DiffusionGemma (``engine.demo.write_tokenizer``), so both backends see the same
+template) as redraft's tiny DiffusionGemma (``benchmarks.checkpoints.write_tokenizer``), so both backends see the same
 prompts as the same token ids. Random weights: the text is gibberish, the plumbing is real.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# Special token ids of engine.demo's tokenizer (Gemma's layout).
+# Special token ids of benchmarks.checkpoints' tokenizer (Gemma's layout).
 PAD_ID, EOS_ID, BOS_ID = 0, 1, 2
 
 
@@ -32,7 +32,7 @@ def make_tiny_llama_checkpoint(path: str | Path, *, vocab_size: int = 512, hidde
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from engine.demo import write_tokenizer
+    from benchmarks.checkpoints import write_tokenizer
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
