@@ -132,46 +132,15 @@ class DiffusionGemmaConfig:
                 "config.json: text_config.use_bidirectional_attention='all' (a bidirectional encoder) is not supported; "
                 "DiffusionGemma's encoder is causal over text")
         n_layers = need("num_hidden_layers")
-        layer_types = text.get("layer_types")
-        if layer_types is None:  # transformers' default: every 6th layer full
-            layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(n_layers)]
-        layer_types = list(layer_types)
-        if layer_types and layer_types[-1] != FULL:
-            layer_types[-1] = FULL  # as transformers does: the last layer is always full attention
-
-        head_dim = need("head_dim")
-        kv_heads = need("num_key_value_heads")
-        per_layer = text.get("per_layer_config")
-        if per_layer is None:
-            # The shorthand transformers expands into per_layer_config for full layers.
-            full_override = {"head_dim": text.get("global_head_dim", 512)}
-            if text.get("num_global_key_value_heads") is not None:
-                full_override["num_key_value_heads"] = text["num_global_key_value_heads"]
-            per_layer = {str(i): full_override for i, t in enumerate(layer_types) if t == FULL}
-        layers = []
-        for i, kind in enumerate(layer_types):
-            override = per_layer.get(str(i), per_layer.get(i, per_layer.get(kind, {}))) or {}
-            layers.append(LayerSpec(kind=kind, head_dim=int(override.get("head_dim", head_dim)),
-                                    num_kv_heads=int(override.get("num_key_value_heads", kv_heads))))
-
-        rope_raw = text.get("rope_parameters") or {
-            SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
-            FULL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
-        }
-        rope = {}
-        for kind, params in rope_raw.items():
-            if not isinstance(params, dict) or "rope_theta" not in params:
-                raise CheckpointError(f"config.json: text_config.rope_parameters.{kind} needs a rope_theta")
-            rope[kind] = RopeSpec(kind=params.get("rope_type", "default"), theta=float(params["rope_theta"]),
-                                  partial=float(params.get("partial_rotary_factor", 1.0)))
-
+        layers = _layer_specs(text, n_layers, need("head_dim"), need("num_key_value_heads"))
+        rope = _rope_specs(text)
         eos = text.get("eos_token_id", 1)
         eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (eos,)
         softcap = text.get("final_logit_softcapping", 30.0)
         return cls(
             vocab_size=need("vocab_size"), hidden_size=need("hidden_size"),
             intermediate_size=need("intermediate_size"), num_hidden_layers=n_layers,
-            num_attention_heads=need("num_attention_heads"), layers=tuple(layers), rope=rope,
+            num_attention_heads=need("num_attention_heads"), layers=layers, rope=rope,
             sliding_window=need("sliding_window"), num_experts=need("num_experts"),
             top_k_experts=need("top_k_experts"), moe_intermediate_size=need("moe_intermediate_size"),
             canvas_length=raw.get("canvas_length") or 256, rms_norm_eps=float(text.get("rms_norm_eps", 1e-6)),
@@ -196,3 +165,41 @@ class DiffusionGemmaConfig:
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{cfg_file}: not valid JSON ({exc})") from None
         return cls.from_dict(raw, name=path.resolve().name)
+
+
+def _layer_specs(text: dict, n_layers: int, head_dim: int, kv_heads: int) -> tuple[LayerSpec, ...]:
+    """Each layer's attention kind, head dim and KV heads, with transformers' defaults: every 6th layer full,
+    the last layer always full, full layers' dims from ``per_layer_config`` or its shorthand."""
+    layer_types = text.get("layer_types")
+    if layer_types is None:  # transformers' default: every 6th layer full
+        layer_types = [SLIDING if (i + 1) % 6 else FULL for i in range(n_layers)]
+    layer_types = list(layer_types)
+    if layer_types and layer_types[-1] != FULL:
+        layer_types[-1] = FULL  # as transformers does: the last layer is always full attention
+    per_layer = text.get("per_layer_config")
+    if per_layer is None:
+        # The shorthand transformers expands into per_layer_config for full layers.
+        full_override = {"head_dim": text.get("global_head_dim", 512)}
+        if text.get("num_global_key_value_heads") is not None:
+            full_override["num_key_value_heads"] = text["num_global_key_value_heads"]
+        per_layer = {str(i): full_override for i, t in enumerate(layer_types) if t == FULL}
+    layers = []
+    for i, kind in enumerate(layer_types):
+        override = per_layer.get(str(i), per_layer.get(i, per_layer.get(kind, {}))) or {}
+        layers.append(LayerSpec(kind=kind, head_dim=int(override.get("head_dim", head_dim)),
+                                num_kv_heads=int(override.get("num_key_value_heads", kv_heads))))
+    return tuple(layers)
+
+
+def _rope_specs(text: dict) -> dict:
+    rope_raw = text.get("rope_parameters") or {
+        SLIDING: {"rope_type": "default", "rope_theta": 10_000.0},
+        FULL: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+    }
+    rope = {}
+    for kind, params in rope_raw.items():
+        if not isinstance(params, dict) or "rope_theta" not in params:
+            raise CheckpointError(f"config.json: text_config.rope_parameters.{kind} needs a rope_theta")
+        rope[kind] = RopeSpec(kind=params.get("rope_type", "default"), theta=float(params["rope_theta"]),
+                              partial=float(params.get("partial_rotary_factor", 1.0)))
+    return rope

@@ -17,7 +17,8 @@ from engine import FREE, SamplingParams
 from pipelines.config import ConfigError, load_config, validate_config
 from engine.tasks.schema_subset import (MAX_ITEMS, ArrayNode, EnumNode, SchemaError, Widths, compile_schema,
                                      schema_from_template)
-from engine.tasks.structured import StructuredTask, _parse_int, _parse_number, build_skeleton, enum_width, render
+from engine.tasks.skeleton import _parse_int, _parse_number, build_skeleton, enum_width, render
+from engine.tasks.structured import StructuredTask
 from engine.tasks import TASKS
 from pipelines.convert import build_task
 from tests.pipeline_fixtures import ray_cluster, read_output  # noqa: F401
