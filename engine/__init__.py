@@ -2,7 +2,7 @@
 
 from .config import DiffusionGemmaConfig
 from .engine import CanvasResult, DiffusionEngine, GenerationResult
-from .scheduler import FREE
+from .plans import FREE
 from .errors import CheckpointError, EngineError, InputError, NonFiniteError
 from .sampling.params import SamplingParams
 

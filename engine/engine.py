@@ -22,7 +22,8 @@ from .errors import CheckpointError, InputError, NonFiniteError
 from .kv_cache import KVCache
 from .models.diffusion_gemma import DiffusionGemmaModel
 from .quantize import check_quantization, quantize_model
-from .scheduler import FREE, Scheduler, plan_clamped, plan_generation
+from .plans import FREE, plan_clamped, plan_generation
+from .scheduler import Scheduler
 from .sampling.entropy_bound import position_chunk
 from .sampling.params import SamplingParams
 from .tokenizer import Tokenizer

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..engine import GenerationResult
-from ..scheduler import FREE
+from ..plans import FREE
 
 # A token covers at most about this many characters: text is sliced to this bound before it is tokenized, so a
 # 100k-character document is never tokenized whole to find the tokens next to a window.
