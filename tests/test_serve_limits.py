@@ -117,3 +117,15 @@ def test_abandoned_edit_work_stops_at_the_next_window(tiny_engine):
     late.cancelled = True
     run_edit_works(skipped, [late])
     assert skipped.calls == 0
+
+
+def test_the_load_mix_sends_every_kind_and_each_malformed_request():
+    from benchmarks.serve_load import MALFORMED, _body, _kinds, summarize
+
+    kinds = _kinds(100)
+    assert {"plain", "stream", "chat_parts", "chat_stream", "infill", "edit", "drop_stream", "drop_plain"} <= set(kinds)
+    malformed = [_body(k, i)[1] for i, k in enumerate(kinds) if k == "malformed"]
+    assert sorted(malformed) == sorted(b for b, _ in MALFORMED)
+    out = summarize([{"kind": "plain", "status": 200, "seconds": s} for s in (1.0, 2.0, 9.0)] +
+                    [{"kind": "malformed", "status": 400, "seconds": 0.1}], None, 3.0)
+    assert (out["valid_ok"], out["malformed_4xx"], out["p50_s"], out["p99_s"]) == (3, 1, 2.0, 9.0)

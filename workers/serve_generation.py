@@ -174,8 +174,10 @@ class _Abandoned(Exception):
 
 
 class _StopWhenAbandoned:
-    """The engine as one group's ``run_edit_jobs_with_fills`` call sees it: before each window's denoising call
-    it checks whether every work of the group is cancelled and, if so, stops the call (``_Abandoned``)."""
+    """The engine as one group's ``run_edit_jobs_with_fills`` call sees it: once every work of the group is
+    cancelled, its denoising call stops at the next pass (``_Abandoned``, raised from ``on_pass``; the engine keeps
+    no state between calls) and no further window starts. The prompts' prefill, before the first pass, runs to
+    its end."""
 
     def __init__(self, engine, group: list[EditWork]):
         self._engine, self._group = engine, group
@@ -183,10 +185,20 @@ class _StopWhenAbandoned:
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
-    def denoise_canvases(self, *args, **kwargs):
+    def _check(self, *_args) -> None:
         if all(w.cancelled for w in self._group):
             raise _Abandoned
-        return self._engine.denoise_canvases(*args, **kwargs)
+
+    def denoise_canvases(self, *args, **kwargs):
+        self._check()
+        inner = kwargs.get("on_pass")
+
+        def on_pass(*pass_args):
+            self._check()
+            if inner is not None:
+                inner(*pass_args)
+
+        return self._engine.denoise_canvases(*args, **{**kwargs, "on_pass": on_pass})
 
 
 def run_edit_works(engine, works: list[EditWork], tags: dict | None = None) -> None:
@@ -194,7 +206,7 @@ def run_edit_works(engine, works: list[EditWork], tags: dict | None = None) -> N
     settings (seed aside) and context size, so concurrent requests share engine calls and each job still draws
     only from its own seed. A failing call marks its group's works with ``error`` (other groups go on). Works
     whose client went away (``cancelled``) are left out; a group whose works are all cancelled stops at its next
-    window (a window shared with a live work still runs)."""
+    denoising pass (a group shared with a live work goes on)."""
     from engine.tasks.editing import run_edit_jobs_with_fills
 
     groups: dict = {}
