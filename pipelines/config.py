@@ -107,12 +107,16 @@ class StorageConfig(_Model):
 
 
 class InputConfig(_Model):
-    path: str = Field(description="Input: a file, a directory (all .parquet / .jsonl files in it, recursively) "
+    path: str = Field(description="Input: a file, a directory (its Parquet / JSON files, recursively; see format) "
                       "or a glob ('data/*.parquet'); local or 's3://bucket/prefix'.")
-    format: Literal["parquet", "jsonl", "auto"] = Field(
-        default="auto", description="File format; 'auto' picks it from each file's extension "
-        "(.parquet/.pq, .jsonl/.ndjson/.json); a folder's other files are not read and are listed in the log "
-        "and in summary.json's skipped_files. Content that does not match (Parquet bytes in a .jsonl) is an error.")
+    format: Literal["auto", "parquet", "jsonl", "json"] = Field(
+        default="auto", description="File format. 'auto' (default) goes by each file's name: .parquet/.pq "
+        "Parquet; .jsonl/.ndjson JSON Lines; .json a JSON array of objects (read whole; a .json file of one object "
+        "per line is read as JSON Lines); a .gz or .zst ending after a JSON one (.jsonl.gz, .ndjson.zst, .json.gz): "
+        "that file, gzip/zstd-compressed. 'parquet', 'jsonl' or 'json' read a single file or a glob's files as "
+        "that format (compression still from a .gz/.zst ending) and a folder's files of that kind. A folder's "
+        "files that are not read are listed in the log and in summary.json's skipped_files. Content that does not "
+        "match (Parquet bytes in a .jsonl) is one error naming the file.")
     id_column: str | None = Field(
         default=None, description="Column holding each row's id (written as a string). Left out: a stable id "
         "'<file relative to the input root>:<row number>'.")

@@ -64,4 +64,5 @@ def serve_settings(cfg: "ServeConfig") -> ServeSettings:
         quantization=eng.quantization, num_threads=max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None,
         model_name=cfg.model_name, sampling=sampling_params(cfg.sampling),
         max_tokens_limit=cfg.http.max_tokens_limit, max_body_bytes=cfg.http.max_body_bytes,
+        max_prompts_per_request=cfg.http.max_prompts_per_request, max_request_tokens=cfg.http.max_request_tokens,
         max_batch_size=dep.max_batch_size, batch_wait_timeout_s=dep.batch_wait_timeout_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 READ_SCHEMA = pa.schema([
     ("__id", pa.string()), ("__text", pa.string()), ("__input_error", pa.string()),
@@ -16,6 +17,8 @@ READ_SCHEMA = pa.schema([
 ])
 EXTRA_FIELD = pa.field("__extra", pa.string())
 _CHUNK = 1 << 20
+_PLAIN_EXT = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+_COMPRESSED_EXT = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
 
 class InputReadError(Exception):
@@ -81,3 +84,35 @@ def iter_lines(stream):
         rest = data[start:]
     if rest:
         yield offset, rest
+
+
+def format_of(name: str) -> tuple[str, str | None] | str:
+    """``(format, compression)`` a file's name says it holds, or why it says nothing readable (a skip reason).
+    ``.jsonl``/``.ndjson``: JSON Lines; ``.json``: a JSON array (or, when it does not start with ``[``, JSON Lines);
+    ``.parquet``/``.pq``: Parquet; a ``.gz``/``.zst`` ending after a JSON one: that file, compressed."""
+    lower = name.lower()
+    stem, dot, ext = lower.rpartition(".")
+    compression = _COMPRESSED_EXT.get(dot + ext) if dot else None
+    if compression is not None:
+        stem, dot, ext = stem.rpartition(".")
+    fmt = _PLAIN_EXT.get(dot + ext) if dot else None
+    if fmt is None:
+        return "compressed, but the name does not say what it holds (name it .jsonl.gz)" if compression \
+            else "unknown extension"
+    if fmt == "parquet" and compression:
+        return "compressed Parquet (Parquet compresses inside the file; decompress it)"
+    return fmt, compression
+
+
+def open_stream(fs: pafs.FileSystem, file: "InputFile"):
+    """A binary stream of the file's bytes, decompressed when the file is compressed."""
+    return fs.open_input_stream(file.path, compression=file.compression)
+
+
+def skip_bytes(stream, n: int) -> None:
+    """Read and drop ``n`` bytes (a compressed stream cannot seek)."""
+    while n > 0:
+        got = len(stream.read(min(n, _CHUNK)))
+        if not got:
+            return
+        n -= got

@@ -1,4 +1,5 @@
-"""Reading one shard's rows: Parquet row groups, JSON Lines from a byte offset, or elements of a JSON array.
+"""Reading one shard's rows: Parquet row groups, JSON Lines from a byte offset (gzip / zstd: decompressed
+from the start), or elements of a JSON array.
 
 A value that cannot be decoded (invalid UTF-8 in a Parquet string, a lone surrogate such as the JSON escape
 ``"\\ud800"``, a timestamp Python cannot hold, a line nested too deeply) makes its row an error row that names
@@ -14,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import InputConfig
-from .input_formats import READ_SCHEMA, InputReadError, Shard, iter_lines, read_schema
+from .input_formats import (READ_SCHEMA, InputFile, InputReadError, Shard, iter_lines, open_stream, read_schema,
+                            skip_bytes)
 from .storage import Location, StorageError
 
 
@@ -209,33 +211,96 @@ def json_row(obj, cfg: InputConfig, extra: tuple[str, ...], read_text: bool, wha
     return (value if read_text else None), raw_id, error, extra_json, error is not None
 
 
-def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], offset: int,
-                     extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+def _read_error(loc: Location, shard: Shard, err: OSError) -> InputReadError:
+    return InputReadError(
+        f"input.path: cannot decompress {loc.display(shard.file.path)} ({shard.file.compression}): {err}; the file "
+        "is truncated or damaged. Replace or remove it, then run the same command again (rows finished so far are "
+        "kept).")
+
+
+def _json_rows(shard: Shard, cfg: InputConfig, skip: frozenset[int], records, extra: tuple[str, ...],
+               read_text: bool) -> tuple[pa.Table, int]:
+    """Rows of ``(row number, decoded object, line error)`` records; also the row after the last one seen."""
     rows, ids, texts, errors, extras = [], [], [], [], []
     row = shard.start
-    with loc.fs.open_input_file(shard.file.path) as f:
-        f.seek(offset)
-        for _, line in iter_lines(f):
-            if row >= shard.end:
-                break
-            if not line.strip():
-                continue
-            this, row = row, row + 1
-            if this in skip:
-                continue
-            obj, error = _decode_line(line)
-            text, raw_id, extra_json, decode_error = None, None, None, error is not None
-            if error is None:
-                text, raw_id, error, extra_json, decode_error = json_row(obj, cfg, extra, read_text)
-            rid, id_error, bad_id = _finish_row(shard, this, raw_id, cfg.id_column is not None, cfg.id_column)
-            decode_error = decode_error if error else bad_id
-            error = error or id_error
-            rows.append(this)
-            ids.append(rid)
-            texts.append(text)
-            errors.append(error + _where(shard, this) if error and decode_error else error)
-            extras.append(extra_json)
+    what = "line" if shard.file.format == "jsonl" else "record"
+    for this, obj, error in records:
+        row = this + 1
+        if this in skip:
+            continue
+        text, raw_id, extra_json, decode_error = None, None, None, error is not None
+        if error is None:
+            text, raw_id, error, extra_json, decode_error = json_row(obj, cfg, extra, read_text, what)
+        rid, id_error, bad_id = _finish_row(shard, this, raw_id, cfg.id_column is not None, cfg.id_column)
+        decode_error = decode_error if error else bad_id
+        error = error or id_error
+        rows.append(this)
+        ids.append(rid)
+        texts.append(text)
+        errors.append(error + _where(shard, this) if error and decode_error else error)
+        extras.append(extra_json)
+    return _rows_table(shard, rows, ids, texts, errors, extras if extra else None), row
+
+
+def _lines(stream, shard: Shard):
+    row = shard.start
+    for _, line in iter_lines(stream):
+        if row >= shard.end:
+            return
+        if line.strip():
+            yield row, *_decode_line(line)
+            row += 1
+
+
+def read_jsonl_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int], offset: int,
+                     extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+    if shard.file.compression:
+        try:
+            with open_stream(loc.fs, shard.file) as f:
+                skip_bytes(f, offset)
+                table, row = _json_rows(shard, cfg, skip, _lines(f, shard), extra, read_text)
+        except OSError as err:
+            raise _read_error(loc, shard, err) from None
+    else:
+        with loc.fs.open_input_file(shard.file.path) as f:
+            f.seek(offset)
+            table, row = _json_rows(shard, cfg, skip, _lines(f, shard), extra, read_text)
     if row < shard.end:
         raise StorageError(f"{loc.display(shard.file.path)} has fewer rows than when the job was planned "
                            f"(expected {shard.end}, found {row}); the input changed during the job")
-    return _rows_table(shard, rows, ids, texts, errors, extras if extra else None)
+    return table
+
+
+def load_json_array(loc: Location, file: InputFile) -> list:
+    """The records of a JSON file holding one array (read whole). Invalid UTF-8 inside a string reads as lone
+    surrogates, so it makes that record an error row; a file that is not one JSON array raises
+    ``InputReadError`` naming it and the place."""
+    with open_stream(loc.fs, file) as f:
+        text = f.read().decode("utf-8", errors="surrogateescape")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise InputReadError(f"input.path: {loc.display(file.path)} is nested too deeply to decode") from None
+    except ValueError as err:
+        raise InputReadError(f"input.path: {loc.display(file.path)} is not valid JSON ({err}); a .json file holds "
+                             "one array of objects (for one object per line name it .jsonl)") from None
+    if not isinstance(value, list):
+        raise InputReadError(f"input.path: {loc.display(file.path)} holds a JSON {type(value).__name__}, not an "
+                             "array of objects")
+    return value
+
+
+def read_json_shard(loc: Location, shard: Shard, cfg: InputConfig, skip: frozenset[int],
+                    extra: tuple[str, ...] = (), read_text: bool = True) -> pa.Table:
+    """A shard of a JSON array file: records ``start..end`` (the file is parsed whole for each shard)."""
+    try:
+        records = load_json_array(loc, shard.file)
+    except OSError as err:
+        if shard.file.compression:
+            raise _read_error(loc, shard, err) from None
+        raise
+    if len(records) < shard.end:
+        raise StorageError(f"{loc.display(shard.file.path)} has fewer records than when the job was planned "
+                           f"(expected {shard.end}, found {len(records)}); the input changed during the job")
+    rows = ((r, records[r], None) for r in range(shard.start, shard.end))
+    return _json_rows(shard, cfg, skip, rows, extra, read_text)[0]

@@ -57,6 +57,12 @@ class HttpConfig(_Model):
                                 "above it).")
     max_tokens_limit: int = Field(default=1024, ge=1, description="Largest max_tokens a request may ask for "
                                   "(400 above it).")
+    max_prompts_per_request: int = Field(default=64, ge=1, description="Most prompts in one completion request "
+                                         "(400 naming 'prompt' above it, before any is tokenized), so one request "
+                                         "cannot hold a replica for minutes.")
+    max_request_tokens: int = Field(default=65_536, ge=1, description="Most tokens one request may ask for: "
+                                    "prompt tokens plus max_tokens, summed over its prompts (an edit: the "
+                                    "document's tokens plus max_tokens per span); 400 naming the field above it.")
 
 
 class AutoscalingConfig(_Model):

@@ -33,7 +33,8 @@ def serve_config(checkpoint, **sections) -> dict:
         "model_name": MODEL,
         "engine": {"checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32"},
         "sampling": {"max_new_tokens": 16, "max_denoising_steps": 4},
-        "http": {"max_body_bytes": 4096, "max_tokens_limit": 64},
+        "http": {"max_body_bytes": 4096, "max_tokens_limit": 64, "max_prompts_per_request": 16,
+                 "max_request_tokens": 1024},
         "deployment": {"num_replicas": 1, "max_batch_size": 8, "batch_wait_timeout_s": 0.05, "num_cpus": 1},
     }
     for key, value in sections.items():

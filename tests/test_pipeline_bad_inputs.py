@@ -156,11 +156,12 @@ def test_content_that_is_not_json_lines_is_one_clear_error(tmp_path):
 
 def test_files_a_folder_does_not_read_are_listed(tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": "x"}])
-    (tmp_path / "in" / "b.jsonl.gz").write_bytes(b"\x1f\x8b")
+    (tmp_path / "in" / "b.csv.gz").write_bytes(b"\x1f\x8b")
     (tmp_path / "in" / "notes.txt").write_text("n")
     (tmp_path / "in" / "_SUCCESS").write_text("")
     skipped: list[str] = []
     files = plan_inputs(Location.of(str(tmp_path / "in"), None), InputConfig(path=str(tmp_path / "in")), 4,
                         skipped=skipped)
     assert [f.name for f in files] == ["a.jsonl"]
-    assert skipped == ["b.jsonl.gz (unknown extension)", "notes.txt (unknown extension)"]
+    assert skipped == ["b.csv.gz (compressed, but the name does not say what it holds (name it .jsonl.gz))",
+                       "notes.txt (unknown extension)"]

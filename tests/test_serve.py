@@ -213,3 +213,35 @@ def test_completions_equal_a_bulk_job_byte_for_byte(serve_app, tiny_checkpoint, 
         assert answer["choices"][0]["text"] == job[row["id"]]["output"], row["id"]
         assert answer["choices"][0]["redraft"]["num_passes"] == job[row["id"]]["num_passes"]
     assert max(r["num_output_tokens"] for r in job.values()) > 16  # past the tiny model's first canvas
+
+
+def test_a_request_over_the_caps_is_a_400_naming_the_field(serve_app):  # noqa: F811
+    # the fixture's caps: 16 prompts, 1024 tokens (prompt tokens + max_tokens over the prompts)
+    r = _post(serve_app, "/v1/completions", model=MODEL, prompt=["x"] * 17, max_tokens=4)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["param"], err["code"]) == ("prompt", "request_too_large") and "http.max_prompts_per_request" in \
+        err["message"]
+    r = _post(serve_app, "/v1/completions", model=MODEL, prompt=["x"] * 17, suffix="y", max_tokens=4)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = _post(serve_app, "/v1/completions", model=MODEL, prompt=["x = 1"] * 16, max_tokens=64)
+    assert r.status_code == 400 and "http.max_request_tokens" in r.json()["error"]["message"]
+    doc = " ".join(f"w{i}" for i in range(40))
+    r = _post(serve_app, "/v1/edits", model=MODEL, document=doc, spans=[[3 * i, 3 * i + 2] for i in range(17)])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "document", r.text
+    r = _post(serve_app, "/v1/completions", model=MODEL, prompt=["x = 1"] * 16, max_tokens=4)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 16
+
+
+def test_lone_surrogates_and_chat_text_parts(serve_app, client):  # noqa: F811
+    raw = b'{"model": "' + MODEL.encode() + b'", "prompt": ["ok", "a \\ud800 b"], "max_tokens": 4}'
+    r = requests.post(serve_app + "/v1/completions", data=raw, headers={"Content-Type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 400, r.text  # was a 500 (the tokenizer's TypeError)
+    assert r.json()["error"]["param"] == "prompt.1" and "lone surrogate" in r.json()["error"]["message"]
+    parts = [{"type": "text", "text": "Say hi"}, {"type": "text", "text": "briefly."}]
+    out = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": parts}], max_tokens=4,
+                                         seed=2)
+    plain = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi\nbriefly."}],
+                                           max_tokens=4, seed=2)
+    assert out.choices[0].message.content == plain.choices[0].message.content

@@ -94,10 +94,31 @@ class CompletionRequest(_Streaming):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart] = Field(description="The text, or a list of text parts "
+                                             "(``[{\"type\": \"text\", \"text\": ...}]``, joined by newlines).")
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_only(cls, value):
+        if isinstance(value, str):
+            return value
+        for i, part in enumerate(value):
+            if part.type != "text" or part.text is None:
+                raise ValueError(f"part {i} has type {part.type!r}; this server takes text parts only "
+                                 "({'type': 'text', 'text': ...})")
+        return value
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
 
 
 class ChatCompletionRequest(_Streaming):
@@ -111,6 +132,10 @@ class ChatCompletionRequest(_Streaming):
         if value:
             raise ValueError("not supported; must be false")
         return value
+
+    def template_messages(self) -> list[dict]:
+        """The conversation as the chat template takes it (each message's content as one string)."""
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
 
     @model_validator(mode="after")
     def _one_max(self):
@@ -151,7 +176,31 @@ def _param(error: dict) -> str:
     if not loc and "max_completion_tokens" in error.get("msg", ""):
         return "max_tokens"
     # list / union members: "prompt.str" or "spans.0.1" -> name the field and the index
-    return ".".join(p for p in loc if p not in ("str", "list[str]", "tuple[int, int]"))
+    return ".".join(p for p in loc if p not in ("str", "list[str]", "tuple[int, int]", "list[ContentPart]"))
+
+
+def _surrogate(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (a lone surrogate {ascii(text[err.start])} at character {err.start})"
+    return None
+
+
+def unicode_problem_path(value, path: tuple = ()) -> tuple[str, str] | None:
+    """``(dotted path, problem)`` of the first string in a decoded JSON body that no tokenizer can take (a lone
+    surrogate, such as the valid JSON escape ``"\\ud800"``), or None."""
+    if isinstance(value, str):
+        problem = _surrogate(value)
+        return (".".join(map(str, path)) or "body", problem) if problem else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _surrogate(key):
+            return ".".join(map(str, path)) or "body", f"has a key that {_surrogate(key)}"
+        found = unicode_problem_path(item, path + (key,))
+        if found is not None:
+            return found
+    return None
 
 
 def parse_request(model: type[BaseModel], raw: bytes):
@@ -162,6 +211,9 @@ def parse_request(model: type[BaseModel], raw: bytes):
         raise APIError(400, f"the request body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object")
+    bad = unicode_problem_path(data)
+    if bad is not None:
+        raise APIError(400, f"{bad[0]}: {bad[1]}", param=bad[0])
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -37,6 +37,7 @@ from ray import serve
 from .metrics import metric_tags, record_generation, set_queue_depth
 from .openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
 from .serve_generation import EditWork, Row, cut_at_stop, generate_rows, run_edit_works
+from .serve_limits import TokenBudget, check_prompt_count, encode_prompts
 from .serve_settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,12 @@ class RedraftServer:
     async def _run_works(self, works: list[EditWork]) -> None:
         self.waiting += 1
         set_queue_depth(self.waiting, self.tags)
-        await self._run_edit_batch(works)
+        try:
+            await self._run_edit_batch(works)
+        except asyncio.CancelledError:  # the client went away: its works stop at the next window
+            for work in works:
+                work.cancelled = True
+            raise
         failed = [w for w in works if w.error is not None]
         if failed:
             raise APIError(500, f"generation failed: {failed[0].error}", type_="server_error")
@@ -208,8 +214,9 @@ class RedraftServer:
         params = self._params(req, self._budget(req.max_tokens))
         if req.suffix:
             return await self._infill(req, params)
-        rows = [Row(self._encode(t, "prompt"), params, stop=req.stop, drafts=req.include_drafts)
-                for t in req.prompts()]
+        ids = encode_prompts(self._encode, req.prompts(), params.max_new_tokens, self.cfg.max_prompts_per_request,
+                             self.cfg.max_request_tokens)
+        rows = [Row(i, params, stop=req.stop, drafts=req.include_drafts) for i in ids]
         return await self._answer(req, rows, chat=False)
 
     @api.post("/v1/chat/completions")
@@ -218,10 +225,11 @@ class RedraftServer:
         self._check_model(req.model)
         params = self._params(req, self._budget(req.max_tokens))
         try:
-            text = self.engine.apply_chat_template([m.model_dump() for m in req.messages])
+            text = self.engine.apply_chat_template(req.template_messages())
         except Exception as err:  # noqa: BLE001 - the template rejected the conversation
             raise APIError(400, f"messages: the chat template rejected them: {err}", param="messages") from None
         rows = [Row(self._encode(text, "messages"), params, stop=req.stop, drafts=req.include_drafts)]
+        TokenBudget(params.max_new_tokens, self.cfg.max_request_tokens, "messages").add(len(rows[0].prompt_ids))
         return await self._answer(req, rows, chat=True)
 
     @api.post("/v1/edits")
@@ -243,6 +251,8 @@ class RedraftServer:
             param = "instruction" if instruction and len(job.prompt_head) + self.engine.canvas_length \
                 > self.engine.config.max_position_embeddings else "spans"
             raise APIError(400, f"{param}: {err}", param=param, code="context_length_exceeded") from None
+        prompt = len(job.prompt_head) + len(self.engine.tokenizer.encode(req.document, add_bos=False))
+        TokenBudget(cap, self.cfg.max_request_tokens, "document").add(prompt, cap * len(job.spans))
         work = EditWork(job, self._params(req, cap), task.context_tokens)
         await self._run_works([work])
         replacements = [cut_at_stop(text, req.stop)[0] for text in span_fills(job, work.fills)]
@@ -251,7 +261,6 @@ class RedraftServer:
         for (start, end), new in zip(job.spans, replacements):
             new_spans.append([start + shift, start + shift + len(new)])
             shift += len(new) - (end - start)
-        prompt = len(job.prompt_head) + len(self.engine.tokenizer.encode(req.document, add_bos=False))
         completion = len(work.result.token_ids)
         return {"object": "edit", "created": int(time.time()), "model": self.cfg.model_name,
                 "document": document, "spans": new_spans,
@@ -268,6 +277,8 @@ class RedraftServer:
 
         task = InfillTask(fill_tokens=params.max_new_tokens)
         tok, works, prompt_tokens = self.engine.tokenizer, [], 0
+        check_prompt_count(len(req.prompts()), self.cfg.max_prompts_per_request)
+        budget = TokenBudget(params.max_new_tokens, self.cfg.max_request_tokens)
         for prompt in req.prompts():
             try:
                 job = task.prepare_row(None, {task.prefix_column: prompt, task.suffix_column: req.suffix})
@@ -279,7 +290,9 @@ class RedraftServer:
                 raise APIError(400, f"max_tokens: {err}", param="max_tokens",
                                code="context_length_exceeded") from None
             works.append(EditWork(job, params, task.context_tokens))
-            prompt_tokens += len(job.prompt_head) + len(tok.encode(job.document, add_bos=False))
+            this_prompt = len(job.prompt_head) + len(tok.encode(job.document, add_bos=False))
+            budget.add(this_prompt)
+            prompt_tokens += this_prompt
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": self.cfg.model_name}
 
         def answer() -> tuple[list[dict], dict]:
@@ -319,7 +332,12 @@ class RedraftServer:
 
     # ------------------------------------------------------------------------------------------- answers
     async def _generate(self, rows: list[Row]) -> None:
-        await self._submit(rows)
+        try:
+            await self._submit(rows)
+        except asyncio.CancelledError:  # the client went away: stop generating for it at the next canvas
+            for row in rows:
+                row.cancelled = True
+            raise
         failed = [row for row in rows if row.error is not None]
         if failed:
             raise APIError(500, f"generation failed: {failed[0].error}", type_="server_error")

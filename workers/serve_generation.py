@@ -166,21 +166,61 @@ class EditWork:
     result: object = None
     fills: list[str] | None = None
     error: str | None = None
+    cancelled: bool = False  # the client went away; set from the event loop, read between windows
+
+
+class _Abandoned(Exception):
+    """Every work of a group was cancelled: stop its engine calls at the next window."""
+
+
+class _StopWhenAbandoned:
+    """The engine as one group's ``run_edit_jobs_with_fills`` call sees it: once every work of the group is
+    cancelled, its denoising call stops at the next pass (``_Abandoned``, raised from ``on_pass``; the engine keeps
+    no state between calls) and no further window starts. The prompts' prefill, before the first pass, runs to
+    its end."""
+
+    def __init__(self, engine, group: list[EditWork]):
+        self._engine, self._group = engine, group
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def _check(self, *_args) -> None:
+        if all(w.cancelled for w in self._group):
+            raise _Abandoned
+
+    def denoise_canvases(self, *args, **kwargs):
+        self._check()
+        inner = kwargs.get("on_pass")
+
+        def on_pass(*pass_args):
+            self._check()
+            if inner is not None:
+                inner(*pass_args)
+
+        return self._engine.denoise_canvases(*args, **{**kwargs, "on_pass": on_pass})
 
 
 def run_edit_works(engine, works: list[EditWork], tags: dict | None = None) -> None:
     """Run ``works`` through ``engine.tasks.editing.run_edit_jobs_with_fills``, one call per group of equal sampling
     settings (seed aside) and context size, so concurrent requests share engine calls and each job still draws
-    only from its own seed. A failing call marks its group's works with ``error`` (other groups go on)."""
+    only from its own seed. A failing call marks its group's works with ``error`` (other groups go on). Works
+    whose client went away (``cancelled``) are left out; a group whose works are all cancelled stops at its next
+    denoising pass (a group shared with a live work goes on)."""
     from engine.tasks.editing import run_edit_jobs_with_fills
 
     groups: dict = {}
     for work in works:
-        groups.setdefault((dataclasses.replace(work.params, seed=0), work.context_tokens), []).append(work)
+        if not work.cancelled:
+            groups.setdefault((dataclasses.replace(work.params, seed=0), work.context_tokens), []).append(work)
     for (params, context_tokens), group in groups.items():
         try:
-            out = run_edit_jobs_with_fills(engine, [w.job for w in group], params,
+            out = run_edit_jobs_with_fills(_StopWhenAbandoned(engine, group), [w.job for w in group], params,
                                            [w.params.seed for w in group], context_tokens)
+        except _Abandoned:
+            for work in group:
+                work.error = "cancelled: the client went away"
+            continue
         except Exception as err:  # noqa: BLE001 - this group's failure; the rest of the batch goes on
             for work in group:
                 work.error = f"{type(err).__name__}: {err}"

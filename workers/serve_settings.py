@@ -19,5 +19,7 @@ class ServeSettings:
     sampling: SamplingParams  # the server's defaults; each request may narrow max_tokens, temperature, seed
     max_tokens_limit: int
     max_body_bytes: int
+    max_prompts_per_request: int
+    max_request_tokens: int
     max_batch_size: int
     batch_wait_timeout_s: float
