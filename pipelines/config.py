@@ -417,6 +417,11 @@ class JobSettings(_Model):
         default=True, description="true: continue a previous run of this job in output.path, skipping rows "
         "already done. false: delete redraft's files in output.path (part-*.parquet, summary.json, _redraft/) "
         "and start over.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Times the job runs its rows before it gives up when Ray loses a "
+        "worker node, an actor or an object and its own retries are spent: each new attempt resumes from the rows "
+        "already staged (logged, and counted in summary.json's 'attempts'). Config, input and checkpoint errors "
+        "and Ctrl-C / SIGTERM are never retried. 1: no retry.")
 
 
 class JobConfig(_Model):
