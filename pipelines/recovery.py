@@ -69,6 +69,16 @@ def storage_failed(err: BaseException) -> bool:
     return _STORAGE.search("".join(traceback.format_exception(err))) is not None
 
 
+_STORAGE_LINE = re.compile(r"(?:^|\s)(?:[\w.]*\.)?StorageError: (.+)$")
+
+
+def storage_cause(err: BaseException) -> str | None:
+    """The message of the innermost ``StorageError`` (path and cause) in an exception chain, remote ones included."""
+    text = "".join(traceback.format_exception(err))
+    found = [m.group(1) for m in (_STORAGE_LINE.search(line.strip()) for line in text.splitlines()) if m]
+    return found[-1] if found else None
+
+
 def bucket_gone(loc: Location) -> str | None:
     """The output bucket's name when ``loc`` is on S3 and its bucket no longer exists, else None."""
     if not isinstance(loc.fs, pafs.S3FileSystem):

@@ -30,9 +30,10 @@ from . import console
 from .config import JobConfig
 from .inputs import InputPlanError, InputReadError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
-from .recovery import RESUME_HINT, LostCapacity, lost_capacity, storage_failed, storage_stop_message
-from .storage import Location, StorageError
 from .convert import build_task
+from .recovery import (RESUME_HINT, LostCapacity, lost_capacity, storage_cause, storage_failed,
+                       storage_stop_message)
+from .storage import Location, StorageError, retry_reads
 
 logger = logging.getLogger("redraft")
 
@@ -251,8 +252,12 @@ def run_job(cfg: JobConfig) -> JobResult:
                        "job.resume=false to delete them and start over.")
     skipped: list[str] = []
     try:
-        files = plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
-                            task.extra_columns(), task.reads_text, skipped)
+        def plan():
+            skipped.clear()  # a retried plan lists them again
+            return plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
+                               task.extra_columns(), task.reads_text, skipped)
+
+        files = retry_reads(plan, in_loc.attempts)
     except StorageError as err:
         raise JobError(f"input.path: {err}") from None
     except InputPlanError as err:
@@ -453,7 +458,7 @@ def _raise_stopped(err: BaseException, out_loc, rows_there: int, where: str = ""
     unreadable = _input_read_error(err)
     if unreadable is not None:
         raise JobError(unreadable) from err
-    cause = _root_cause(err)
+    cause = storage_cause(err) or _root_cause(err)
     if storage_failed(err):
         raise JobError(storage_stop_message(cause, out_loc, rows_there, where)) from err
     if lost_capacity(err):

@@ -65,9 +65,19 @@ def _actor_node(nodes) -> object | None:
 def cluster():
     from ray.cluster_utils import Cluster
 
+    from ray._common.utils import get_ray_address_file
+
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Cluster records its address in /tmp/ray/ray_current_cluster, where any later ray.init() on this machine
+    # would find it and connect; the driver is given RAY_ADDRESS instead, so put the file back as it was
+    address_file = Path(get_ray_address_file(None))
+    before = address_file.read_text() if address_file.exists() else None
     c = Cluster(initialize_head=True, shutdown_at_exit=False,
                 head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    if before is None:
+        address_file.unlink(missing_ok=True)
+    else:
+        address_file.write_text(before)
     for _ in range(3):
         c.add_node(num_cpus=2, node_ip_address="127.0.0.1")
     yield c
