@@ -532,6 +532,8 @@ def format_summary(summary: dict) -> str:
         ("wall time", f"{summary['wall_seconds']:,.1f} s"),
         ("output", f"{summary['output_path']} ({summary['output_files']} files + summary.json)"),
     ]
+    if summary.get("attempts", 1) > 1:
+        rows.append(("attempts", f"{summary['attempts']} (Ray lost a node, actor or object; job.max_attempts)"))
     for i, e in enumerate(summary.get("top_errors", [])[:3]):
         msg = e["error"] if len(e["error"]) <= 70 else e["error"][:67] + "..."
         rows.append(("top errors" if i == 0 else "", f"{e['rows']:,} x {msg}"))

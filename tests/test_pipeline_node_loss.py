@@ -125,5 +125,9 @@ def test_worker_node_removed_mid_job_finishes_exactly_once(cluster, tiny_checkpo
     if summary["attempts"] > 1:  # the driver ran again from its staging: the rows staged before were not redone
         staged_then = int(retried[0].split("resuming from ")[1].split()[0])
         assert staged_then >= done_at_kill, retried
-    print(f"node loss: {done_at_kill} rows done at the kill, attempts {summary['attempts']}, "
-          f"{summary['wall_seconds']:.1f} s; {retried[:1]}")
+    print("RELIABILITY " + json.dumps({
+        "fault": "worker node removed (allow_graceful=False) holding an engine actor", "nodes": "head + 3 workers",
+        "rows_in": N_ROWS, "rows_out": len(ids), "duplicates": len(ids) - len(set(ids)),
+        "lost": N_ROWS - len(set(ids)), "rows_done_at_kill": done_at_kill, "attempts": summary["attempts"],
+        "resumed_from_staged_rows": int(retried[0].split("resuming from ")[1].split()[0]) if retried else None,
+        "seconds": round(summary["wall_seconds"], 1)}))
