@@ -98,6 +98,14 @@ class StorageConfig(_Model):
     session_token: SecretStr | None = Field(
         default=None, description="Session token for temporary credentials (never printed).")
     anonymous: bool = Field(default=False, description="Access public buckets without credentials.")
+    max_attempts: int = Field(
+        default=10, ge=1, le=100, description="Tries of each S3 request (the AWS SDK's standard retry mode: "
+        "exponential backoff with jitter) on 5xx answers, throttling, dropped connections and timeouts, before the "
+        "job stops with a message naming the path.")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=600, description="Seconds to open a connection to S3.")
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds an S3 request may send or receive nothing before it is "
+        "given up and retried.")
 
     @model_validator(mode="after")
     def _keys_in_pairs(self):
@@ -421,6 +429,11 @@ class JobSettings(_Model):
         default=True, description="true: continue a previous run of this job in output.path, skipping rows "
         "already done. false: delete redraft's files in output.path (part-*.parquet, summary.json, _redraft/) "
         "and start over.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Times the job runs its rows before it gives up when Ray loses a "
+        "worker node, an actor or an object and its own retries are spent: each new attempt resumes from the rows "
+        "already staged (logged, and counted in summary.json's 'attempts'). Config, input and checkpoint errors "
+        "and Ctrl-C / SIGTERM are never retried. 1: no retry.")
 
 
 class JobConfig(_Model):

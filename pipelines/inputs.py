@@ -28,7 +28,7 @@ from .config import InputConfig
 from .input_formats import (READ_SCHEMA, InputFile, InputReadError, Shard, format_of, iter_lines, open_stream,
                             read_schema)
 from .input_rows import load_json_array, read_json_shard, read_jsonl_shard, read_parquet_shard
-from .storage import Location
+from .storage import Location, retry_reads
 
 __all__ = ["READ_SCHEMA", "InputFile", "InputPlanError", "InputReadError", "Shard", "iter_lines", "make_datasource",
            "make_shards", "plan_inputs", "read_schema", "read_shard"]
@@ -332,7 +332,8 @@ def make_datasource(loc: Location, shards: list[Shard], cfg: InputConfig, done_r
                                      input_files=[loc.display(s.file.path)])
 
                 def read(s=s, skip=skip):
-                    return [read_shard(loc, s, cfg, skip, rows_per_file, extra, read_text)]
+                    return [retry_reads(lambda: read_shard(loc, s, cfg, skip, rows_per_file, extra, read_text),
+                                        loc.attempts)]
 
                 tasks.append(ReadTask(read, meta, schema=read_schema(extra), per_task_row_limit=per_task_row_limit))
             return tasks

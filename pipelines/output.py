@@ -158,8 +158,9 @@ def _with_new_columns(table: pa.Table) -> pa.Table:
 
 
 def compact_shard(loc: Location, key: str, start: int, end: int) -> dict:
-    """Turn a shard's staged rows into its part file. Returns ``{"key", "rows", "missing"}``; when rows are
-    missing nothing is written (the next run generates them)."""
+    """Turn a shard's staged rows into its part file. Returns ``{"key", "rows", "missing"}`` (plus
+    ``"cleanup_error"`` when the staging folder could not be removed after the part file was written: not fatal);
+    when rows are missing nothing is written (the next run generates them)."""
     layout = OutputLayout(loc)
     files = [i.path for i in loc.list_files(layout.staging_dir(key), recursive=True)
              if i.path.endswith(".parquet") and TMP_MARK not in i.path]
@@ -176,7 +177,10 @@ def compact_shard(loc: Location, key: str, start: int, end: int) -> dict:
     if len(rows) != expected or (len(rows) and (rows[0] != start or rows[-1] != end - 1)):
         return {"key": key, "rows": len(rows), "missing": expected - len(rows)}
     layout.loc.write_parquet(layout.part_path(key), table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-    loc.delete_dir(layout.staging_dir(key))
+    try:  # the part file is whole: a staging folder left behind is removed by the next run's scan
+        loc.delete_dir(layout.staging_dir(key))
+    except StorageError as err:
+        return {"key": key, "rows": len(rows), "missing": 0, "cleanup_error": str(err)}
     return {"key": key, "rows": len(rows), "missing": 0}
 
 

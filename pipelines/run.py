@@ -30,8 +30,10 @@ from . import console
 from .config import JobConfig
 from .inputs import InputPlanError, InputReadError, make_datasource, make_shards, plan_inputs
 from .output import STAGING, OutputLayout, compact_shard, read_results, stage_batch
-from .storage import Location, StorageError
 from .convert import build_task
+from .recovery import (RESUME_HINT, LostCapacity, lost_capacity, storage_cause, storage_failed,
+                       storage_stop_message)
+from .storage import Location, StorageError, retry_reads
 
 logger = logging.getLogger("redraft")
 
@@ -250,8 +252,12 @@ def run_job(cfg: JobConfig) -> JobResult:
                        "job.resume=false to delete them and start over.")
     skipped: list[str] = []
     try:
-        files = plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
-                            task.extra_columns(), task.reads_text, skipped)
+        def plan():
+            skipped.clear()  # a retried plan lists them again
+            return plan_inputs(in_loc, cfg.input, rows_per_file, manifest.get("files") if manifest else None,
+                               task.extra_columns(), task.reads_text, skipped)
+
+        files = retry_reads(plan, in_loc.attempts)
     except StorageError as err:
         raise JobError(f"input.path: {err}") from None
     except InputPlanError as err:
@@ -272,25 +278,21 @@ def run_job(cfg: JobConfig) -> JobResult:
     if skipped:
         logger.warning("input.path: %d files are not read: %s%s", len(skipped), ", ".join(skipped[:10]),
                        " ..." if len(skipped) > 10 else "")
-    pending = [s for s in shards if s.key not in done]
-    to_read = [s for s in pending if len(staged.get(s.key, ())) < s.num_rows]
     rows_total = sum(s.num_rows for s in shards)
-    rows_resumed = sum(s.num_rows for s in shards if s.key in done) + sum(len(v) for v in staged.values())
+    rows_resumed = _rows_staged(shards, done, staged)
     console.announce(f"job {cfg.job.name}: {rows_total:,} rows in {len(files)} input files -> {len(shards)} "
                      f"output files; {rows_resumed:,} done earlier, {rows_total - rows_resumed:,} to generate")
-    this_run = Counter()
-    if pending:
+    this_run, attempts = Counter(), 1
+    if any(s.key not in done for s in shards):
         _init_ray(cfg)
-        this_run = _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged)
-
-    missing = [s.key for s in shards if out_loc.info(layout.part_path(s.key)).type != pafs.FileType.File]
-    if missing:
-        raise JobError(f"{len(missing)} output files were not completed ({', '.join(missing[:5])}...); "
-                       "run the same command again to finish them")
-    layout.loc.delete_dir(layout.loc.join(STAGING))  # every shard has its part file: no staged rows remain
-    wall = time.perf_counter() - started
-    summary = _summarize(cfg, out_loc, shards, this_run, rows_resumed, wall, started_at, params)
+        attempts = _run_attempts(cfg, task, params, in_loc, out_loc, shards, done, staged, this_run)
+    try:
+        summary = _finish(cfg, layout, shards, this_run, rows_resumed, started, started_at, params)
+    except StorageError as err:
+        raise JobError(storage_stop_message(str(err), out_loc, rows_resumed + this_run["rows"],
+                                            "the final summary")) from None
     summary["skipped_files"] = skipped
+    summary["attempts"] = attempts
     exit_code, message = 0, ""
     if summary["error_fraction"] > cfg.job.max_error_fraction:
         exit_code = 1
@@ -302,8 +304,51 @@ def run_job(cfg: JobConfig) -> JobResult:
     try:
         layout.write_summary(summary)
     except StorageError as err:
-        raise JobError(f"output.path: {err}") from None
+        raise JobError(storage_stop_message(str(err), out_loc, summary["rows_total"], "the final summary")) from None
     return JobResult(summary, exit_code, message)
+
+
+def _rows_staged(shards, done: set[str], staged: dict[str, set[int]]) -> int:
+    return sum(s.num_rows for s in shards if s.key in done) + sum(len(v) for v in staged.values())
+
+
+def _run_attempts(cfg, task, params, in_loc, out_loc, shards, done, staged, counts: Counter) -> int:
+    """Run the pending shards; when Ray loses a node, actor or object for good, run again from the staging (only
+    the rows not staged yet), up to ``job.max_attempts`` runs in all. Returns the number of runs."""
+    layout, most = OutputLayout(out_loc), cfg.job.max_attempts
+    for attempt in range(1, most + 1):
+        pending = [s for s in shards if s.key not in done]
+        to_read = [s for s in pending if len(staged.get(s.key, ())) < s.num_rows]
+        try:
+            _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged, counts)
+            return attempt
+        except LostCapacity as err:
+            if attempt == most:
+                raise JobError(f"the job stopped after {most} attempt{'s' if most > 1 else ''} "
+                               f"(job.max_attempts): {err.cause}\n{RESUME_HINT}") from err
+            try:
+                done, staged = layout.scan({s.key for s in shards})
+            except StorageError as scan_err:
+                raise JobError(storage_stop_message(str(scan_err), out_loc, counts["rows"])) from None
+            logger.warning("attempt %d/%d after %s; resuming from %d staged rows", attempt + 1, most, err.cause,
+                           _rows_staged(shards, done, staged))
+    raise AssertionError("unreachable")
+
+
+def _finish(cfg, layout: OutputLayout, shards, this_run: Counter, rows_resumed: int, started: float,
+            started_at: str, params) -> dict:
+    """Check every part file is there, drop the staging folder, and build the summary (StorageError passes)."""
+    out_loc = layout.loc
+    missing = [s.key for s in shards if out_loc.info(layout.part_path(s.key)).type != pafs.FileType.File]
+    if missing:
+        raise JobError(f"{len(missing)} output files were not completed ({', '.join(missing[:5])}...); "
+                       "run the same command again to finish them")
+    try:  # every shard has its part file: no staged rows remain; a leftover folder is removed by the next run
+        out_loc.delete_dir(out_loc.join(STAGING))
+    except StorageError as err:
+        logger.warning("could not remove the staging folder (the output is complete): %s", err)
+    wall = time.perf_counter() - started
+    return _summarize(cfg, out_loc, shards, this_run, rows_resumed, wall, started_at, params)
 
 
 def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
@@ -331,8 +376,9 @@ def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
         udf_modifying_row_count=False)
 
 
-def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Counter:
-    """Generate the rows not yet staged and compact every pending shard; returns this run's row figures."""
+def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged, counts: Counter) -> None:
+    """Generate the rows not yet staged and compact every pending shard, adding this run's row figures to
+    ``counts``. Raises ``LostCapacity`` when Ray lost a node, actor or object and gave up."""
     import ray
     from ray.data import DataContext
 
@@ -346,6 +392,7 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
     remaining = {s.key: s.num_rows - len(staged.get(s.key, ())) for s in pending}
     bounds = {s.key: (s.start, s.end) for s in pending}
     refs = {}
+    staged_before = sum(len(v) for v in staged.values())
 
     def submit(key):
         if key not in refs:
@@ -354,48 +401,70 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
     for key, left in remaining.items():
         if left <= 0:
             submit(key)
-    counts = Counter()
     if to_read:
-        source = make_datasource(in_loc, to_read, cfg.input, staged, cfg.output.rows_per_file,
-                                 tuple(task.extra_columns().values()), task.reads_text)
-        ds = ray.data.read_datasource(source, num_cpus=0.25)
-        with warnings.catch_warnings():
-            # Ray 2.60 deprecates free-form remote args, but max_restarts / max_task_retries have no named
-            # parameter yet; they are the documented way to bound retries of a dead actor's batches.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = _engine_stage(ds, cfg, task, params, res)
-        ds = ds.map_batches(stage_batch, batch_size=None, batch_format="pyarrow", fn_kwargs={"loc": out_loc},
-                            num_cpus=0.1)
-        progress = console.RowProgress(sum(remaining.values()), f"job {cfg.job.name}")
         try:
-            for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for r in receipts.to_pylist():
-                    counts.update({k: r[k] for k in ("rows", "ok", "error", "output_tokens", "passes", "engine_seconds")})
-                    progress.update(r["rows"], r["ok"], r["error"])
-                    logger.info("staged %d row(s) of %s (%d ok, %d error)", r["rows"], r["shard"], r["ok"],
-                                r["error"])
-                    remaining[r["shard"]] -= r["rows"]
-                    if remaining[r["shard"]] <= 0:
-                        submit(r["shard"])
+            _stream(cfg, task, params, in_loc, out_loc, to_read, staged, res, remaining, counts, submit)
         except Exception as err:  # noqa: BLE001 - Ray wraps worker failures; report them briefly
-            unreadable = _input_read_error(err)
-            if unreadable is not None:
-                raise JobError(unreadable) from err
-            raise JobError(f"the job stopped: {_root_cause(err)}\nRows finished so far are kept; run the same "
-                           "command again to resume.") from err
-        finally:
-            progress.close()
+            ray.wait(list(refs.values()), num_returns=len(refs), timeout=120)  # no compaction left running
+            _raise_stopped(err, out_loc, staged_before + counts["rows"])
     for key in remaining:  # safety net: compaction checks the rows itself
         submit(key)
-    compacted = ray.get(list(refs.values()))
+    try:
+        compacted = ray.get(list(refs.values()))
+    except Exception as err:  # noqa: BLE001 - a compaction task's failure, wrapped by Ray
+        _raise_stopped(err, out_loc, staged_before + counts["rows"], "compaction")
     for r in compacted:
+        if r.get("cleanup_error"):
+            logger.warning("output file %s is written, but its staging folder was not removed (the next run removes "
+                           "it): %s", r["key"], r["cleanup_error"])
         logger.info("output file %s: %d rows%s", r["key"], r["rows"], f", {r['missing']} missing" if r["missing"] else "")
     incomplete = [r for r in compacted if r["missing"]]
     if incomplete:
         lost = sum(r["missing"] for r in incomplete)
         raise JobError(f"{lost} rows of {len(incomplete)} output files were not generated "
                        f"(first: {incomplete[0]['key']}); run the same command again to finish them")
-    return counts
+
+
+def _stream(cfg, task, params, in_loc, out_loc, to_read, staged, res, remaining, counts, submit) -> None:
+    """The Ray Data pipeline read -> engine -> stage, consumed here; each shard is compacted once staged."""
+    import ray
+
+    source = make_datasource(in_loc, to_read, cfg.input, staged, cfg.output.rows_per_file,
+                             tuple(task.extra_columns().values()), task.reads_text)
+    ds = ray.data.read_datasource(source, num_cpus=0.25)
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates free-form remote args, but max_restarts / max_task_retries have no named
+        # parameter yet; they are the documented way to bound retries of a dead actor's batches.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = _engine_stage(ds, cfg, task, params, res)
+    ds = ds.map_batches(stage_batch, batch_size=None, batch_format="pyarrow", fn_kwargs={"loc": out_loc},
+                        num_cpus=0.1)
+    progress = console.RowProgress(sum(remaining.values()), f"job {cfg.job.name}")
+    try:
+        for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for r in receipts.to_pylist():
+                counts.update({k: r[k] for k in ("rows", "ok", "error", "output_tokens", "passes", "engine_seconds")})
+                progress.update(r["rows"], r["ok"], r["error"])
+                logger.info("staged %d row(s) of %s (%d ok, %d error)", r["rows"], r["shard"], r["ok"], r["error"])
+                remaining[r["shard"]] -= r["rows"]
+                if remaining[r["shard"]] <= 0:
+                    submit(r["shard"])
+    finally:
+        progress.close()
+
+
+def _raise_stopped(err: BaseException, out_loc, rows_there: int, where: str = ""):
+    """Turn what stopped the Ray part of the job into ``LostCapacity`` (to run again) or a ``JobError``."""
+    unreadable = _input_read_error(err)
+    if unreadable is not None:
+        raise JobError(unreadable) from err
+    cause = storage_cause(err) or _root_cause(err)
+    if storage_failed(err):
+        raise JobError(storage_stop_message(cause, out_loc, rows_there, where)) from err
+    if lost_capacity(err):
+        raise LostCapacity(cause) from err
+    during = f" during {where}" if where else ""
+    raise JobError(f"the job stopped{during}: {cause}\n{RESUME_HINT}") from err
 
 
 def _summarize(cfg, out_loc, shards, this_run: Counter, rows_resumed: int, wall: float, started_at: str,
@@ -463,6 +532,8 @@ def format_summary(summary: dict) -> str:
         ("wall time", f"{summary['wall_seconds']:,.1f} s"),
         ("output", f"{summary['output_path']} ({summary['output_files']} files + summary.json)"),
     ]
+    if summary.get("attempts", 1) > 1:
+        rows.append(("attempts", f"{summary['attempts']} (Ray lost a node, actor or object; job.max_attempts)"))
     for i, e in enumerate(summary.get("top_errors", [])[:3]):
         msg = e["error"] if len(e["error"]) <= 70 else e["error"][:67] + "..."
         rows.append(("top errors" if i == 0 else "", f"{e['rows']:,} x {msg}"))

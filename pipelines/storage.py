@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -54,6 +56,24 @@ def glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out))
 
 
+# The AWS SDK classes a GetObject retried after a 5xx or a cut body as INTERNAL_FAILURE ("Failed to flush response
+# stream") and does not retry it (Ray Data retries the same text for its own reads); only this is retried here
+SDK_UNRETRIED = ("Failed to flush response stream",)
+
+
+def retry_reads(fn, attempts: int):
+    """``fn()``, run again (backoff with jitter, ``attempts`` runs at most) while it fails with an error the S3
+    client leaves unretried (``SDK_UNRETRIED``); any other error is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - matched by text: the SDK's error reaches us in several wrappers
+            if attempt == attempts or not any(m in str(err) for m in SDK_UNRETRIED):
+                raise
+            time.sleep(min(5.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def is_s3(path: str) -> bool:
     return path.startswith(("s3://", "s3a://"))
 
@@ -64,7 +84,11 @@ def make_filesystem(path: str, storage: StorageConfig | None) -> pafs.FileSystem
     storage = storage or StorageConfig()
     endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = storage.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    kwargs: dict = {"region": region, "anonymous": storage.anonymous}
+    # retries and timeouts are the AWS SDK's own (standard mode: backoff with jitter); delayed open makes a small
+    # file one PutObject, which the SDK retries whole (a multipart upload's completion is not retried cleanly)
+    kwargs: dict = {"region": region, "anonymous": storage.anonymous, "allow_delayed_open": True,
+                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts),
+                    "connect_timeout": storage.connect_timeout_s, "request_timeout": storage.request_timeout_s}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         if not host:  # 'host:port' without a scheme
@@ -90,10 +114,16 @@ class Location:
     fs: pafs.FileSystem
     root: str
     uri: str
+    storage: StorageConfig | None = None
 
     @classmethod
     def of(cls, uri: str, storage: StorageConfig | None) -> "Location":
-        return cls(make_filesystem(uri, storage), strip_scheme(uri), uri.rstrip("/"))
+        return cls(make_filesystem(uri, storage), strip_scheme(uri), uri.rstrip("/"), storage)
+
+    def __reduce__(self):
+        if is_s3(self.uri):  # rebuilt from the settings where it lands: a pickled S3FileSystem drops its retries
+            return (Location.of, (self.uri, self.storage))
+        return (Location, (self.fs, self.root, self.uri, self.storage))  # the root as resolved here
 
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -132,17 +162,28 @@ class Location:
         return [i for i in self.list_files(base, recursive=True) if regex.fullmatch(i.path)]
 
     # ----------------------------------------------------------------------------------------- reads
+    @property
+    def attempts(self) -> int:
+        """Runs of a read whose error the S3 client does not retry (``retry_reads``)."""
+        return self.storage.max_attempts if self.storage is not None and is_s3(self.uri) else 1
+
     def read_bytes(self, path: str) -> bytes:
-        try:
+        def read():
             with self.fs.open_input_stream(path) as f:
                 return f.read()
+
+        try:
+            return retry_reads(read, self.attempts)
         except OSError as err:
             raise StorageError(f"cannot read {self.display(path)}: {err}") from None
 
     def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        try:
+        def read():
             with self.fs.open_input_file(path) as f:
                 return pq.read_table(f, columns=columns)
+
+        try:
+            return retry_reads(read, self.attempts)
         except OSError as err:
             raise StorageError(f"cannot read {self.display(path)}: {err}") from None
 
