@@ -2,14 +2,17 @@
 checkpoint with the same settings, tokens/s, passes per token and peak memory at each batch size.
 
 Stated config: the ``bench`` checkpoint of ``engine/demo.py`` (hidden 128, 6 layers, 8 experts top-2, canvas
-32) with a ``--vocab`` vocabulary, fp32 on the CPU with 2 threads; every row gets the same real prompt (the
-first ``--prompt-tokens`` tokens of a Python source file) and generates ``--new-tokens`` tokens with
-``--steps`` fixed denoising passes per canvas and EOS ignored, so both engines do the same work.
+32) with a ``--vocab`` vocabulary, fp32 on the CPU with ``--threads`` torch threads (default 1); every row gets
+the same real prompt (the first ``--prompt-tokens`` tokens of a Python source file) and generates
+``--new-tokens`` tokens with ``--steps`` fixed denoising passes per canvas and EOS ignored, so both engines do
+the same work.
 
 Each (engine, batch size) runs in a fresh child process (the ``engine_memory`` method): load, one warm-up call
-at that batch size, the timed calls (the best of ``--repeats`` or more, see ``child``), then one more call during
-which the process's peak resident memory (``VmHWM``, reset just before, large allocations on their own mappings)
-is read against its resident memory at the start: ``peak_memory_mib`` is what the call added.
+at that batch size, exactly ``--repeats`` timed calls (the same count for every side and batch size; median and
+minimum reported, ``tok_s`` from the median), then one more call during which the process's peak resident memory
+(``VmHWM``, reset just before, large allocations on their own mappings) is read against its resident memory at
+the start: ``peak_memory_mib`` is what the call added. It reports and never asserts: a ratio below 1 is a
+figure, not a failure.
 Prints JSON (also written to ``--out``.json) and plots tokens/s and peak memory against batch size
 (``--out``.png, matplotlib from the dev extra).
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,13 +48,13 @@ def _prompt(tokenizer_path: str, n: int) -> list[int]:
 
 
 def child(path: str, which: str, batch: int, steps: int, new_tokens: int, prompt_tokens: int,
-          quantization: str, repeats: int = 1, min_seconds: float = 0.0) -> dict:
-    """One measurement in this (fresh) process: the best of at least ``repeats`` timed calls, more until
-    ``min_seconds`` of calls have run (at most 20; the machine is shared, so the fastest call is the one least
-    disturbed, and a 0.1 s call needs many tries), then one more call for peak memory; returns its JSON row."""
+          quantization: str, repeats: int = 5, threads: int = 1) -> dict:
+    """One measurement in this (fresh) process: one warm-up call, exactly ``repeats`` timed calls (the same
+    count for every engine and batch size, so neither side gets more tries at its minimum), then one more call
+    for peak memory; returns its JSON row with the median and the minimum call time."""
     from engine import DiffusionEngine, SamplingParams
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     params = SamplingParams(max_new_tokens=new_tokens, max_denoising_steps=steps, fixed_steps=True, ignore_eos=True)
     prompts = [_prompt(path, prompt_tokens)] * batch
     if which == "redraft":
@@ -72,18 +76,20 @@ def child(path: str, which: str, batch: int, steps: int, new_tokens: int, prompt
             return batch * new_tokens, batch * canvases * steps
 
     call()  # warm-up at this batch size: allocator, kernels, first-use buffers
-    seconds, spent, calls = float("inf"), 0.0, 0
-    while calls < repeats or (spent < min_seconds and calls < 20):
+    times = []
+    for _ in range(repeats):
         t = time.perf_counter()
         tokens, passes = call()
-        took = time.perf_counter() - t
-        seconds, spent, calls = min(seconds, took), spent + took, calls + 1
+        times.append(time.perf_counter() - t)
     _mmap_large_allocations()
     _reset_peak()
     before = _status_bytes("VmRSS")
     call()
     peak = _status_bytes("VmHWM") - before
-    return {"tokens": tokens, "calls": calls, "seconds": round(seconds, 3), "tok_s": round(tokens / seconds, 1),
+    median = statistics.median(times)
+    return {"tokens": tokens, "calls": repeats, "median_seconds": round(median, 4),
+            "min_seconds": round(min(times), 4), "tok_s": round(tokens / median, 1),
+            "tok_s_best": round(tokens / min(times), 1),
             "passes_per_token": round(passes / tokens, 4), "peak_memory_mib": round(peak / 2**20, 1)}
 
 
@@ -102,7 +108,7 @@ def _run_child(path: str, which: str, batch: int, args) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--child", path, "--engine", which, "--batch", str(batch),
            "--steps", str(args.steps), "--new-tokens", str(args.new_tokens), "--prompt-tokens",
            str(args.prompt_tokens), "--quantization", args.quantization, "--repeats", str(args.repeats),
-           "--min-seconds", str(args.min_seconds)]
+           "--threads", str(args.threads)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=args.timeout_s)
     except subprocess.TimeoutExpired:
@@ -125,11 +131,11 @@ def measure(args) -> dict:
             print(f"batch {b}: redraft {ours} tok/s, transformers {ref} tok/s, ratio {row['ratio']}", file=sys.stderr)
             results.append(row)
     text = CONFIGS["bench"]["text"]
-    return {"benchmark": "throughput", "device": "cpu", "threads": 2, "dtype": "float32",
+    return {"benchmark": "throughput", "device": "cpu", "threads": args.threads, "dtype": "float32",
             "config": {"name": "bench", "hidden": text["hidden_size"], "layers": text["num_hidden_layers"],
                        "experts": text["num_experts"], "top_k": text["top_k_experts"],
                        "canvas": CONFIGS["bench"]["canvas_length"], "vocab": args.vocab},
-            "quantization": args.quantization, "repeats": args.repeats, "min_seconds": args.min_seconds,
+            "quantization": args.quantization, "repeats": args.repeats, "warmup_calls": 1,
             "steps": args.steps, "new_tokens": args.new_tokens,
             "prompt_tokens": args.prompt_tokens, "results": results}
 
@@ -157,7 +163,7 @@ def plot(report: dict, path: Path) -> None:
     ax2.set_yscale("log", base=2)  # log-log: memory linear in the batch is a line of slope 1
     cfg = report["config"]
     fig.suptitle(f"tiny '{cfg['name']}' (hidden {cfg['hidden']}, {cfg['layers']} layers, vocab {cfg['vocab']}), "
-                 f"{report['steps']} fixed passes per canvas, fp32, 2 CPU threads")
+                 f"{report['steps']} fixed passes per canvas, fp32, {report['threads']} CPU thread(s), median of {report['repeats']} calls")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -172,8 +178,9 @@ def main(argv=None):
     ap.add_argument("--vocab", type=int, default=8192, help="vocabulary of the tiny checkpoint")
     ap.add_argument("--quantization", choices=["none", "int8", "fp8"], default="none",
                     help="redraft's expert weights (the reference always runs fp32)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed calls per measurement at least; the best is kept")
-    ap.add_argument("--min-seconds", type=float, default=2.0, help="repeat short calls until this much has run")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed calls per measurement, the same for both engines at every batch size")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads in each measurement")
     ap.add_argument("--timeout-s", type=float, default=600.0, help="per measurement (one engine, one batch)")
     ap.add_argument("--quick", action="store_true", help="batch 1 2, 2 passes, 16-token prompt, vocab 1024")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "throughput",
@@ -183,11 +190,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.engine, args.batch[0], args.steps, args.new_tokens,
-                               args.prompt_tokens, args.quantization, args.repeats, args.min_seconds)))
+                               args.prompt_tokens, args.quantization, args.repeats, args.threads)))
         return
     if args.quick:
         args.batch, args.steps, args.prompt_tokens, args.vocab = [1, 2], 2, 16, 1024
-        args.repeats, args.min_seconds = 1, 0.0
+        args.repeats = 1
     report = measure(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2)

@@ -24,6 +24,7 @@ def test_throughput_quick_writes_json_and_png(tmp_path, capsys):
             assert m["tokens"] == row["batch"] * report["new_tokens"] and m["tok_s"] > 0
             assert m["passes_per_token"] == report["steps"] / 32  # one 32-token canvas, fixed passes
             assert isinstance(m["peak_memory_mib"], float)
+            assert m["calls"] == report["repeats"] and m["min_seconds"] <= m["median_seconds"]
         assert row["ratio"] == round(row["redraft"]["tok_s"] / row["transformers"]["tok_s"], 2)
     assert (tmp_path / "tp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
