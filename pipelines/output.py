@@ -36,7 +36,7 @@ STAGING = f"{STATE_DIR}/staging"
 SUMMARY = "summary.json"
 RECEIPT_SCHEMA = pa.schema([
     ("shard", pa.string()), ("rows", pa.int64()), ("ok", pa.int64()), ("error", pa.int64()),
-    ("output_tokens", pa.int64()), ("passes", pa.int64()),
+    ("output_tokens", pa.int64()), ("passes", pa.int64()), ("engine_seconds", pa.float64()),
 ])
 
 
@@ -127,10 +127,14 @@ def stage_batch(batch: pa.Table, loc: Location) -> pa.Table:
     """Ray Data stage after the worker: write each shard's rows of this batch to staging; return receipts."""
     layout = OutputLayout(loc)
     receipts = []
+    busy = batch.column("__engine_seconds") if "__engine_seconds" in batch.column_names else None
+    if busy is not None:  # the worker's engine time per row: summed into the receipts, not staged
+        batch = batch.drop_columns(["__engine_seconds"])
     table = batch.cast(STAGED_SCHEMA) if batch.schema != STAGED_SCHEMA else batch
     shards = table.column("__shard")
     for key in pc.unique(shards).to_pylist():
-        part = table.filter(pc.equal(shards, key))
+        in_shard = pc.equal(shards, key)
+        part = table.filter(in_shard)
         rows = part.column("__row").to_numpy()
         digest = hashlib.sha1(rows.tobytes()).hexdigest()[:10]
         name = f"rows-{int(rows.min()):09d}-{int(rows.max()):09d}-{digest}.parquet"
@@ -140,6 +144,7 @@ def stage_batch(batch: pa.Table, loc: Location) -> pa.Table:
             "shard": key, "rows": part.num_rows, "ok": ok, "error": part.num_rows - ok,
             "output_tokens": pc.sum(part.column("num_output_tokens")).as_py() or 0,
             "passes": pc.sum(part.column("num_passes")).as_py() or 0,
+            "engine_seconds": (pc.sum(busy.filter(in_shard)).as_py() or 0.0) if busy is not None else 0.0,
         })
     return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 

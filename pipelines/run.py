@@ -370,7 +370,7 @@ def _execute(cfg, task, params, in_loc, out_loc, pending, to_read, staged) -> Co
         try:
             for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for r in receipts.to_pylist():
-                    counts.update({k: r[k] for k in ("rows", "ok", "error", "output_tokens", "passes")})
+                    counts.update({k: r[k] for k in ("rows", "ok", "error", "output_tokens", "passes", "engine_seconds")})
                     progress.update(r["rows"], r["ok"], r["error"])
                     logger.info("staged %d row(s) of %s (%d ok, %d error)", r["rows"], r["shard"], r["ok"],
                                 r["error"])
@@ -411,6 +411,7 @@ def _summarize(cfg, out_loc, shards, this_run: Counter, rows_resumed: int, wall:
     mean_seconds = pc.mean(ok_rows.column("seconds")).as_py() if rows_ok else 0.0
     errors = Counter(table.filter(pc.invert(ok_mask)).column("error").to_pylist())
     run_tokens = this_run.get("output_tokens", 0)
+    busy = this_run.get("engine_seconds", 0.0)  # summed over engine actors (vLLM backend: not measured, 0)
     return {
         "job": cfg.job.name,
         "task": cfg.task.kind,
@@ -423,7 +424,12 @@ def _summarize(cfg, out_loc, shards, this_run: Counter, rows_resumed: int, wall:
         "rows_resumed": rows_resumed,
         "output_tokens": tokens,
         "output_tokens_this_run": run_tokens,
-        "tokens_per_second": run_tokens / wall if wall > 0 else 0.0,
+        "tokens_per_second": run_tokens / wall if wall > 0 else 0.0,  # = tokens_per_second_wall (older name)
+        # wall: this run's tokens over the whole command (Ray start, actors, model load included); engine: over
+        # the seconds spent inside the engine's generate calls, summed over actors (steady state, per engine)
+        "tokens_per_second_wall": run_tokens / wall if wall > 0 else 0.0,
+        "tokens_per_second_engine": run_tokens / busy if busy > 0 else None,
+        "engine_busy_seconds": busy,
         "mean_tokens_per_pass": mean_tpp or 0.0,
         "mean_seconds_per_row": mean_seconds or 0.0,
         "wall_seconds": wall,
@@ -449,7 +455,9 @@ def format_summary(summary: dict) -> str:
         ("generated this run", f"{summary['rows_generated_this_run']:,}"),
         ("done in earlier runs", f"{summary['rows_resumed']:,}"),
         ("output tokens", f"{summary['output_tokens']:,}"),
-        ("tokens / second", f"{summary['tokens_per_second']:,.1f} (this run)"),
+        ("tokens / second", f"{summary['tokens_per_second']:,.1f} wall (this run)"
+                            + (f", {engine:,.1f} per engine while generating ({summary['engine_busy_seconds']:,.1f} s)"
+                               if (engine := summary.get("tokens_per_second_engine")) else "")),
         ("mean tokens / pass", f"{summary['mean_tokens_per_pass']:.2f}"),
         ("mean seconds / row", f"{summary['mean_seconds_per_row']:,.2f} (engine time of ok rows)"),
         ("wall time", f"{summary['wall_seconds']:,.1f} s"),

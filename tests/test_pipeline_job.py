@@ -63,11 +63,17 @@ def test_jsonl_generate_one_row_per_input_row(tmp_path, tiny_checkpoint):
     assert summary["rows_generated_this_run"] == 15 and summary["rows_resumed"] == 0
     assert summary["output_tokens"] == sum(r["num_output_tokens"] for r in got)
     assert summary["tokens_per_second"] > 0 and summary["mean_tokens_per_pass"] > 0 and summary["wall_seconds"] > 0
+    # steady state beside wall clock: engine-busy seconds (summed over the 2 actors) exclude Ray start-up and load
+    assert summary["tokens_per_second_wall"] == summary["tokens_per_second"]
+    assert 0 < summary["engine_busy_seconds"] <= 2 * summary["wall_seconds"]
+    assert summary["tokens_per_second_engine"] >= summary["tokens_per_second_wall"]
+    assert summary["tokens_per_second_engine"] == summary["output_tokens_this_run"] / summary["engine_busy_seconds"]
     assert summary["config"]["sampling"]["max_new_tokens"] == 8 and summary["status"] == "ok"
     assert {e["error"] for e in summary["top_errors"]} >= {"text is empty", "text is null"}
     table = format_summary(summary)
     for label in ("rows", "ok", "error", "output tokens", "tokens / second", "mean tokens / pass", "wall time"):
         assert f"\n{label} " in table
+    assert "wall (this run)" in table and "per engine while generating" in table
     assert not (out / "_redraft" / "staging").exists()
 
     # running it again finds everything done: nothing is generated, the files are untouched

@@ -14,7 +14,7 @@ from pipelines.config import TaskConfig
 from pipelines.inputs import READ_SCHEMA
 from engine.tasks import TASKS, Task
 from pipelines.convert import build_task
-from workers.batch import OUTPUT_SCHEMA, STAGED_SCHEMA, RedraftBatchWorker, row_seed
+from workers.batch import OUTPUT_SCHEMA, WORKER_SCHEMA, RedraftBatchWorker, row_seed
 
 PARAMS = SamplingParams(max_new_tokens=8, max_denoising_steps=4, seed=3)
 
@@ -76,7 +76,7 @@ def test_every_row_answered_once_in_order_with_clear_errors():
              "bad input"]
     errors = [None] * 8 + ["line is not valid JSON (oops)"]
     out = w(batch(texts, errors))
-    assert out.schema == STAGED_SCHEMA
+    assert out.schema == WORKER_SCHEMA
     rows = out.to_pylist()
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(9)] and [r["__row"] for r in rows] == list(range(9))
     status = {r["id"]: (r["status"], r["error"]) for r in rows}

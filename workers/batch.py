@@ -37,6 +37,11 @@ OUTPUT_SCHEMA = pa.schema([
 ])
 INTERNAL_FIELDS = [pa.field("__shard", pa.string()), pa.field("__row", pa.int64())]
 STAGED_SCHEMA = pa.schema(list(OUTPUT_SCHEMA) + INTERNAL_FIELDS)
+# The worker's answer also carries each row's share of the batch's engine time (the seconds inside the engine's
+# generate call, split evenly over the rows it generated; 0 for rows that never reached the engine). The staging
+# step sums it into its receipt for the job summary's engine-busy tokens/s and drops it (not staged, not output).
+ENGINE_SECONDS = pa.field("__engine_seconds", pa.float64())
+WORKER_SCHEMA = pa.schema(list(STAGED_SCHEMA) + [ENGINE_SECONDS])
 
 
 def text_problem(text, max_input_chars: int) -> str | None:
@@ -157,15 +162,20 @@ class RedraftBatchWorker:
             else:
                 todo.append(i)
                 prompts.append(prompt)
+        busy = [0.0] * len(ids)
         if todo:
             seeds = [row_seed(self.params.seed, ids[i]) for i in todo]
-            for i, answer in zip(todo, self._generate(prompts, seeds)):
-                answers[i] = answer
+            t = time.perf_counter()
+            generated = self._generate(prompts, seeds)
+            share = (time.perf_counter() - t) / len(todo)
+            for i, answer in zip(todo, generated):
+                answers[i], busy[i] = answer, share
         ok = [a for a in answers if not isinstance(a, str)]
         record_generation(ok, self.metric_tags, errors=len(answers) - len(ok))
         out = self._assemble(ids, answers)
         out = out.append_column(INTERNAL_FIELDS[0], batch.column("__shard").cast(pa.string()))
         out = out.append_column(INTERNAL_FIELDS[1], batch.column("__row").cast(pa.int64()))
+        out = out.append_column(ENGINE_SECONDS, pa.array(busy, pa.float64()))
         logger.debug("answered %d rows in %.2fs", len(ids), time.perf_counter() - started)
         return out
 
