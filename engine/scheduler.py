@@ -68,24 +68,23 @@ class RowOutcome:
 
 @dataclass
 class _Live:
-    """A row in the batch: which row, which canvas, passes left on it, its clamps for this canvas."""
+    """A row in the batch: which row, its generator, which canvas, passes left on it (the host's copy)."""
 
     row: int
     gen: torch.Generator
     canvas_index: int = 0
     steps_left: int = 0
-    known: torch.Tensor | None = None  # [C] long, FREE where denoised
-    known_pos: torch.Tensor | None = None  # positions of the known tokens
-    restricted_pos: list[int] | None = None  # free positions restricted by a mask ...
-    restricted_masks: torch.Tensor | None = None  # ... and their rows of the mask table
-    free: int = 0
-
-    @property
-    def clamped(self) -> bool:
-        return self.known is not None or self.restricted_pos is not None
 
 
 class Scheduler:
+    """The loop's batch state is one tensor per field, one row per live row in ``self.live``'s order, so a pass
+    runs the same ops whatever the batch: ``canvas`` [B, C] tokens, ``soft`` [B, C, D] self-conditioning,
+    ``prev_acc`` [B, C] the last pass's accepted positions, ``nonfinite`` [B] flags, ``corr`` [B]
+    self-corrections not yet read, ``steps`` [B] passes left, ``free`` [B] denoised positions (at least 1), and
+    in clamped calls ``known`` [B, C] (``FREE`` where denoised) and ``allowed`` [B, C] (a mask-table row, -1 = any).
+    The host reads the device at most once per pass (flags, corrections, stop decisions, first EOS); the tokens of
+    finished canvases stay on the device until the end of the call (with ``on_commit``: read with the pass)."""
+
     def __init__(self, engine, params: SamplingParams, plans: list[RowPlan], max_inflight: int | None = None,
                  allowed_masks: torch.Tensor | None = None, on_pass=None, on_commit=None):
         self.engine, self.model, self.params, self.plans = engine, engine.model, params, plans
@@ -95,58 +94,100 @@ class Scheduler:
         self.masks = None if allowed_masks is None else allowed_masks.to(self.device, torch.bool)
         self.on_pass = on_pass
         # on_commit(row, tokens, last) after every finished canvas of a free-generation row; a True answer ends
-        # the row there (finish_reason 'stop': a caller's stop string, or its client left)
+        # the row there (finish_reason 'stop': a caller's stop string, or its client left). With it, the pass's
+        # one host read also carries the argmax canvases (the caller needs the tokens at once)
         self.on_commit = on_commit
         self.eos = torch.tensor(engine.eos_ids, device=self.device)
         self.chunk = position_chunk(self.v)
         self.capacity = max(len(p.prompt) + p.max_canvases * self.c for p in plans)
         self.out = [RowOutcome() for _ in plans]
+        self.clamped = any(p.known is not None for p in plans)
+        self.restricting = self.masks is not None and any(p.allowed is not None for p in plans)
+        self.take_eos = not params.ignore_eos and any(p.known is None for p in plans)
+        # the pass temperature by passes left, as the host computes it (one lookup per pass, no transfer)
+        self.temps = torch.tensor([params.temperature(s) for s in range(params.max_denoising_steps + 1)],
+                                  device=self.device)
+        self.blocks: list[torch.Tensor] = []  # argmax of finished canvases, on device until the end
+        self.segments: list[tuple[int, int, int, int]] = []  # (block, index in it, row, tokens kept)
+        self.kept = [0] * len(plans)  # tokens kept so far per row
 
     # ------------------------------------------------------------------------------------------- batch state
-    def _start_canvas(self, live: _Live) -> torch.Tensor:
-        """Set up ``live``'s next canvas; returns its initial (uniform random) tokens with clamps applied."""
+    def _start_canvas(self, live: _Live) -> dict:
+        """Set up ``live``'s next canvas: its initial (uniform random) tokens with clamps applied, its clamps
+        and its count of free positions (from the plan's lists: nothing is read back from the device)."""
         plan, c = self.plans[live.row], self.c
         live.steps_left = self.params.max_denoising_steps
         tokens = torch.randint(0, self.v, (c,), generator=live.gen, device=self.device)
-        live.known = live.known_pos = live.restricted_pos = live.restricted_masks = None
-        live.free = c
-        if plan.known is not None:
-            span = slice(live.canvas_index * c, (live.canvas_index + 1) * c)
-            known = torch.tensor(plan.known[span], dtype=torch.long, device=self.device)
-            if bool((known != FREE).any()):
-                live.known, live.known_pos = known, (known != FREE).nonzero().flatten()
-                live.free = int((known == FREE).sum())
-                tokens = torch.where(known == FREE, tokens, known)
-            if plan.allowed is not None:
-                allowed = torch.tensor(plan.allowed[span], dtype=torch.long, device=self.device)
-                allowed = torch.where(known == FREE, allowed, -1)  # masks do not apply at known positions
-                restricted = (allowed >= 0).nonzero().flatten()
-                if restricted.numel():
-                    live.restricted_pos, live.restricted_masks = restricted.tolist(), allowed[restricted]
-        return tokens
+        new = {"free": c}
+        if self.clamped:
+            known, allowed = [FREE] * c, [-1] * c
+            if plan.known is not None:
+                span = slice(live.canvas_index * c, (live.canvas_index + 1) * c)
+                known = plan.known[span]
+                new["free"] = sum(t == FREE for t in known)
+                if plan.allowed is not None:  # masks do not apply at known positions
+                    allowed = [a if k == FREE else -1 for a, k in zip(plan.allowed[span], known)]
+            new["known"] = torch.tensor(known, dtype=torch.long, device=self.device)
+            if new["free"] < c:
+                tokens = torch.where(new["known"] == FREE, tokens, new["known"])
+            new["allowed"] = torch.tensor(allowed, dtype=torch.long, device=self.device)
+        new["canvas"] = tokens
+        return new
+
+    def _fresh_rows(self, lives: list[_Live]) -> dict[str, torch.Tensor]:
+        """Batch state for rows starting a canvas (their first, or the next one after a commit)."""
+        starts = [self._start_canvas(lv) for lv in lives]
+        n, c, d = len(lives), self.c, self.engine.config.hidden_size
+        state = {"canvas": torch.stack([s["canvas"] for s in starts]),
+                 "steps": torch.full((n,), self.params.max_denoising_steps, dtype=torch.long, device=self.device),
+                 "free": torch.tensor([max(s["free"], 1) for s in starts], dtype=torch.float32, device=self.device),
+                 "soft": torch.zeros(n, c, d, dtype=self.model.dtype, device=self.device),
+                 "prev_acc": torch.zeros(n, c, dtype=torch.bool, device=self.device)}
+        if self.clamped:
+            state["known"] = torch.stack([s["known"] for s in starts])
+        if self.restricting:
+            state["allowed"] = torch.stack([s["allowed"] for s in starts])
+        return state
 
     def _prefill(self, rows: list[int]) -> KVCache:
         prompts = [self.plans[r].prompt for r in rows]
         # every cache gets the call's whole capacity, so caches of rows admitted later concatenate without regrowing
         return self.engine._prefill(prompts, self.capacity - max(len(p) for p in prompts))
 
+    def _admit(self, queue: deque, cache: KVCache | None) -> KVCache | None:
+        """Admit waiting rows into free places (a canvas boundary for the rows that just left)."""
+        room = self.max_inflight - len(self.live)
+        if room <= 0 or not queue:
+            return cache
+        new = [queue.popleft() for _ in range(min(room, len(queue)))]
+        new_cache = self._prefill(new)
+        cache = new_cache if cache is None else cache.concat(new_cache)
+        lives = [_Live(r, torch.Generator(device=self.device).manual_seed(int(self.plans[r].seed))) for r in new]
+        fresh = self._fresh_rows(lives)
+        fresh["nonfinite"] = torch.zeros(len(new), dtype=torch.long, device=self.device)
+        fresh["corr"] = torch.zeros(len(new), dtype=torch.long, device=self.device)
+        self.state = fresh if not self.state else {k: torch.cat([self.state[k], t]) for k, t in fresh.items()}
+        self.live += lives
+        self.tracker.extend(len(new))
+        return cache
+
     # ------------------------------------------------------------------------------------------- clamps
     def _clamp_logits(self, logits: torch.Tensor) -> None:
-        """Apply each row's allowed-token masks and known tokens to this pass's logits, in place."""
-        for b, live in enumerate(self.live):
-            if live.restricted_pos is not None:
-                restricted, mask_ids = live.restricted_pos, live.restricted_masks
-                for s in range(0, len(restricted), self.chunk):
-                    pos = restricted[s:s + self.chunk]
-                    block = logits[b, pos]
-                    block.masked_fill_(~self.masks[mask_ids[s:s + self.chunk]], _NEG)
-                    logits[b, pos] = block
-            if live.known is not None:
-                pos = live.known_pos
-                for s in range(0, pos.shape[0], self.chunk):
-                    p = pos[s:s + self.chunk]
-                    logits[b, p] = _NEG
-                    logits[b, p, live.known[p]] = 0.0
+        """Apply the rows' allowed-token masks and known tokens to this pass's logits, in place, batched (the
+        mask lookup in chunks of positions, so its ``[P, V]`` temporary stays within the sampler's budget)."""
+        b, c, v = logits.shape
+        if self.restricting:
+            flat, allowed = logits.view(b * c, v), self.state["allowed"].view(-1)
+            for s in range(0, b * c, self.chunk):
+                ids = allowed[s:s + self.chunk]
+                banned = ~self.masks[ids.clamp(min=0)]
+                banned &= (ids >= 0)[:, None]
+                flat[s:s + self.chunk].masked_fill_(banned, _NEG)
+        known = self.state["known"]
+        is_known = (known != FREE)[..., None]
+        logits.masked_fill_(is_known, _NEG)
+        at = known.clamp(min=0)[..., None]  # a free position writes its own logit back (token 0) unchanged
+        logits.scatter_(-1, at, torch.where(is_known, 0.0, logits.gather(-1, at)))
 
     # ------------------------------------------------------------------------------------------- the loop
     @torch.no_grad()
@@ -155,121 +196,95 @@ class Scheduler:
         start = time.perf_counter()
         queue = deque(r for r, plan in enumerate(self.plans) if plan.max_canvases > 0)
         self.live: list[_Live] = []
+        self.state: dict[str, torch.Tensor] = {}
+        self.tracker = StopTracker(0, c, params.stability_threshold, params.confidence_threshold, self.device)
         cache: KVCache | None = None
-        canvas = soft = prev_acc = nonfinite = None
-        tracker = StopTracker(0, c, params.stability_threshold, params.confidence_threshold, self.device)
         while queue or self.live:
-            # admit waiting rows into free places (a canvas boundary for the rows that just left)
-            room = self.max_inflight - len(self.live)
-            if room > 0 and queue:
-                new = [queue.popleft() for _ in range(min(room, len(queue)))]
-                new_cache = self._prefill(new)
-                cache = new_cache if cache is None else cache.concat(new_cache)
-                lives = [_Live(r, torch.Generator(device=self.device).manual_seed(int(self.plans[r].seed)))
-                         for r in new]
-                tokens = torch.stack([self._start_canvas(lv) for lv in lives])
-                self.live += lives
-                canvas = tokens if canvas is None else torch.cat([canvas, tokens])
-                d = self.engine.config.hidden_size
-                new_soft = torch.zeros(len(new), c, d, dtype=self.model.dtype, device=self.device)
-                soft = new_soft if soft is None else torch.cat([soft, new_soft])
-                new_acc = torch.zeros(len(new), c, dtype=torch.bool, device=self.device)
-                prev_acc = new_acc if prev_acc is None else torch.cat([prev_acc, new_acc])
-                new_bad = torch.zeros(len(new), dtype=torch.long, device=self.device)
-                nonfinite = new_bad if nonfinite is None else torch.cat([nonfinite, new_bad])
-                tracker.extend(len(new))
-
-            # one denoising pass over every canvas in flight
-            b = len(self.live)
-            # every row on the first pass of its canvas: no self-conditioning signal at all (zeros add exactly 0)
-            all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in self.live)
-            hidden = self.model.decode(canvas, cache, None if all_fresh else soft)
-            logits = self.engine._logits(hidden)
-            if any(lv.clamped for lv in self.live):
-                self._clamp_logits(logits)
-            temps = torch.tensor([params.temperature(lv.steps_left) for lv in self.live], device=self.device)
-            gens = [lv.gen for lv in self.live]
-            # the entropy-bound sampler does not read the top probabilities: skip them
-            top = None if params.sampler == "entropy_bound" else torch.empty(b, c, device=self.device)
-            cand, argmax, entropy, soft = sample_pass(logits, temps, gens, self.model.soft_embeddings, self.chunk, top)
-            del logits
-            # garbage activations: one [B] flag per pass on device, read with the canvas's tokens when it ends (no
-            # extra host sync per pass). 1: NaN/Inf hidden states; 2: NaN/Inf logits (their NaN reaches the entropy);
-            # 4: all-zero hidden states (an overflow inside a norm, x*x = Inf, zeroes the row instead of NaN)
-            flat = hidden.flatten(1)
-            nonfinite |= (~torch.isfinite(flat).all(1)).long() | 4 * (flat == 0).all(1).long()
-            nonfinite |= 2 * (~torch.isfinite(entropy).all(1)).long()
-            del hidden
-            noise = torch.stack([torch.randint(0, self.v, (c,), generator=g, device=self.device) for g in gens])
-            accepted = accept_mask(entropy, top, params)
-            canvas = torch.where(accepted, cand, noise)
-            fixed = (prev_acc & ~accepted).sum(-1).tolist()
-            prev_acc = accepted
-            for lv, k in zip(self.live, fixed):
-                self.out[lv.row].num_corrections += k
-                self.out[lv.row].num_passes += 1
-                lv.steps_left -= 1
-            if self.on_pass is not None:
-                self.on_pass([lv.row for lv in self.live], argmax)
-            if params.fixed_steps:
-                done = [lv.steps_left == 0 for lv in self.live]
-            else:  # (a canvas clamped everywhere has zero entropy: it stops once stable)
-                free = torch.tensor([max(lv.free, 1) for lv in self.live], dtype=torch.float32, device=self.device)
-                stop = tracker.update(torch.arange(b, device=self.device), argmax, entropy, free).tolist()
-                done = [s or lv.steps_left == 0 for s, lv in zip(stop, self.live)]
-            if not any(done):
+            cache = self._admit(queue, cache)
+            argmax, stop = self._pass(cache)
+            done = self._read(argmax, stop)
+            if done is None:
                 continue
-
-            # canvases that are done: take their tokens; commit those that continue, drop rows that finished
-            now = time.perf_counter() - start
-            finished_rows, commit = self._finish_canvases(argmax, done, now, nonfinite)
-            if commit:
-                idx = torch.tensor(commit, device=self.device)
-                self.model.encode(argmax[idx], cache, rows=commit)
-                for i in commit:
-                    lv = self.live[i]
-                    lv.canvas_index += 1
-                    canvas[i] = self._start_canvas(lv)
-                    soft[i] = 0
-                    prev_acc[i] = False
-                tracker.reset(idx)
-            if finished_rows:
-                keep = [i for i in range(b) if i not in finished_rows]
-                self.live = [self.live[i] for i in keep]
-                if not keep:
-                    cache = canvas = soft = prev_acc = nonfinite = None
-                    tracker.keep(torch.zeros(0, dtype=torch.long, device=self.device))
-                    continue
-                kt = torch.tensor(keep, device=self.device)
-                cache = cache.select(keep)
-                canvas, soft, prev_acc, nonfinite = canvas[kt], soft[kt], prev_acc[kt], nonfinite[kt]
-                tracker.keep(kt)
+            finished, commit = self._finish_canvases(argmax, done, time.perf_counter() - start)
+            cache = self._advance(argmax, cache, finished, commit)
+        self._read_tokens()
         return self.out
 
-    def _finish_canvases(self, argmax: torch.Tensor, done: list[bool], now: float,
-                         nonfinite: torch.Tensor) -> tuple[set[int], list[int]]:
-        """Record the tokens of every finished canvas; returns (batch indices of rows that are done, batch
-        indices of rows whose canvas is committed and who go on). A canvas that saw NaN/Inf ends its row with
-        ``RowOutcome.error``."""
+    def _pass(self, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One denoising pass over every canvas in flight; returns the argmax canvases and (adaptive stopping)
+        the rows' stop flags, both on device."""
+        params, st, b, c = self.params, self.state, len(self.live), self.c
+        # every row on the first pass of its canvas: no self-conditioning signal at all (zeros add exactly 0)
+        all_fresh = all(lv.steps_left == params.max_denoising_steps for lv in self.live)
+        hidden = self.model.decode(st["canvas"], cache, None if all_fresh else st["soft"])
+        logits = self.engine._logits(hidden)
+        if self.clamped:
+            self._clamp_logits(logits)
+        gens = [lv.gen for lv in self.live]
+        # the entropy-bound sampler does not read the top probabilities: skip them
+        top = None if params.sampler == "entropy_bound" else torch.empty(b, c, device=self.device)
+        cand, argmax, entropy, st["soft"] = sample_pass(logits, self.temps[st["steps"]], gens,
+                                                        self.model.soft_embeddings, self.chunk, top)
+        del logits
+        # garbage activations: one [B] flag per pass on device, read with the pass's other figures (no extra
+        # host sync). 1: NaN/Inf hidden states; 2: NaN/Inf logits (their NaN reaches the entropy); 4: all-zero
+        # hidden states (an overflow inside a norm, x*x = Inf, zeroes the row instead of NaN)
+        flat = hidden.flatten(1)
+        st["nonfinite"] |= (~torch.isfinite(flat).all(1)).long() | 4 * (flat == 0).all(1).long()
+        st["nonfinite"] |= 2 * (~torch.isfinite(entropy).all(1)).long()
+        del hidden
+        noise = torch.stack([torch.randint(0, self.v, (c,), generator=g, device=self.device) for g in gens])
+        accepted = accept_mask(entropy, top, params)
+        st["canvas"] = torch.where(accepted, cand, noise)
+        st["corr"] += (st["prev_acc"] & ~accepted).sum(-1)
+        st["prev_acc"] = accepted
+        st["steps"] -= 1
+        for lv in self.live:
+            self.out[lv.row].num_passes += 1
+            lv.steps_left -= 1
+        if self.on_pass is not None:
+            self.on_pass([lv.row for lv in self.live], argmax)
+        if params.fixed_steps:
+            return argmax, None
+        # (a canvas clamped everywhere has zero entropy: it stops once stable)
+        return argmax, self.tracker.update(torch.arange(b, device=self.device), argmax, entropy, st["free"])
+
+    def _read(self, argmax: torch.Tensor, stop: torch.Tensor | None) -> list[bool] | None:
+        """The pass's one host read (with fixed steps only on passes where a canvas ends): flags, corrections,
+        stop flags and each row's first EOS. Returns which canvases are done, or None when none is."""
+        st, c = self.state, self.c
+        if stop is None and not any(lv.steps_left == 0 for lv in self.live):
+            return None
+        cols = [st["nonfinite"], st["corr"], st["nonfinite"] if stop is None else stop.long(), st["nonfinite"]]
+        if self.take_eos:
+            is_eos = torch.isin(argmax, self.eos)
+            cols[3] = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), c)
+        packed = torch.stack(cols, 1)
+        values = (torch.cat([packed, argmax], 1) if self.on_commit is not None else packed).tolist()
+        st["corr"].zero_()
+        done = []
+        self.flags, self.first_eos = [v[0] for v in values], [v[3] if self.take_eos else c for v in values]
+        self.pass_tokens = [v[4:] for v in values]  # empty without on_commit
+        for lv, v in zip(self.live, values):
+            self.out[lv.row].num_corrections += v[1]
+            done.append(lv.steps_left == 0 or (stop is not None and bool(v[2])))
+        return done if any(done) else None
+
+    def _finish_canvases(self, argmax: torch.Tensor, done: list[bool], now: float) -> tuple[set[int], list[int]]:
+        """Record every finished canvas (its tokens are read at the end of the call); returns (batch indices of
+        rows that are done, batch indices of rows whose canvas is committed and who go on). A canvas that saw
+        NaN/Inf ends its row with ``RowOutcome.error``."""
         params, c = self.params, self.c
         idx = [i for i, d in enumerate(done) if d]
-        idx_t = torch.tensor(idx, device=self.device)
-        rows_argmax = argmax[idx_t]
-        free_rows = [j for j, i in enumerate(idx) if self.plans[self.live[i].row].known is None]
-        first_eos = [c] * len(idx)
-        if free_rows and not params.ignore_eos:
-            sub = rows_argmax[torch.tensor(free_rows, device=self.device)]
-            is_eos = torch.isin(sub, self.eos)
-            found = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), c).tolist()
-            for j, f in zip(free_rows, found):
-                first_eos[j] = f
-        values = torch.cat([rows_argmax, nonfinite[idx_t, None]], 1).tolist()  # one transfer: tokens and flags
+        block = len(self.blocks)
+        if self.on_commit is None:
+            self.blocks.append(argmax[torch.tensor(idx, device=self.device)])
         finished, commit = set(), []
         for j, i in enumerate(idx):
             lv = self.live[i]
             plan, out = self.plans[lv.row], self.out[lv.row]
             out.num_canvases += 1
-            flags = values[j].pop()
+            flags = self.flags[i]
             if flags:
                 what = " and ".join(n for bit, n in ((1, "non-finite (NaN/Inf) hidden states"),
                                                      (2, "non-finite (NaN/Inf) logits"),
@@ -280,17 +295,19 @@ class Scheduler:
                 finished.add(i)
                 continue
             if plan.known is not None:
-                out.tokens.extend(values[j])
-                over = out.num_canvases >= plan.max_canvases
+                take, over = c, out.num_canvases >= plan.max_canvases
             else:
-                take = values[j][:first_eos[j]]
-                out.tokens.extend(take[:params.max_new_tokens - len(out.tokens)])
-                if first_eos[j] < c:
+                take = min(self.first_eos[i], params.max_new_tokens - self.kept[lv.row])
+                over = self.first_eos[i] < c or self.kept[lv.row] + take >= params.max_new_tokens \
+                    or out.num_canvases >= plan.max_canvases
+                if self.first_eos[i] < c:
                     out.finish_reason = "eos"
-                    over = True
-                else:
-                    over = len(out.tokens) >= params.max_new_tokens or out.num_canvases >= plan.max_canvases
-                if self.on_commit is not None and self.on_commit(lv.row, out.tokens, over) and not over:
+            self.kept[lv.row] += take
+            if self.on_commit is None:
+                self.segments.append((block, j, lv.row, take))
+            else:
+                out.tokens.extend(self.pass_tokens[i][:take])
+                if plan.known is None and self.on_commit(lv.row, out.tokens, over) and not over:
                     out.finish_reason, over = "stop", True
             if over:
                 out.seconds = now
@@ -298,6 +315,42 @@ class Scheduler:
             else:
                 commit.append(i)
         return finished, commit
+
+    def _advance(self, argmax: torch.Tensor, cache: KVCache, finished: set[int], commit: list[int]) -> KVCache | None:
+        """Commit the canvases of rows that go on (the encoder appends them to the cache, a fresh canvas starts
+        on the next pass) and drop the rows that are done."""
+        if commit:
+            idx = torch.tensor(commit, device=self.device)
+            self.model.encode(argmax[idx], cache, rows=commit)
+            lives = [self.live[i] for i in commit]
+            for lv in lives:
+                lv.canvas_index += 1
+            for k, t in self._fresh_rows(lives).items():
+                self.state[k][idx] = t
+            self.tracker.reset(idx)
+        if finished:
+            keep = [i for i in range(len(self.live)) if i not in finished]
+            self.live = [self.live[i] for i in keep]
+            if not keep:
+                self.state = {}
+                self.tracker.keep(torch.zeros(0, dtype=torch.long, device=self.device))
+                return None
+            kt = torch.tensor(keep, device=self.device)
+            cache = cache.select(keep)
+            self.state = {k: t[kt] for k, t in self.state.items()}
+            self.tracker.keep(kt)
+        return cache
+
+    def _read_tokens(self) -> None:
+        """The finished canvases' tokens, read in one transfer at the end of the call."""
+        if not self.blocks:
+            return
+        values = torch.cat(self.blocks).tolist()
+        offsets = [0]
+        for b in self.blocks:
+            offsets.append(offsets[-1] + b.shape[0])
+        for block, j, row, take in self.segments:
+            self.out[row].tokens.extend(values[offsets[block] + j][:take])
 
 
 def plan_generation(prompts: list[list[int]], seeds: list[int], params: SamplingParams, canvas_length: int,

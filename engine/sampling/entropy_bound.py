@@ -69,14 +69,6 @@ def position_chunk(vocab_size: int, budget_elems: int = 1 << 22) -> int:
     return max(1, budget_elems // vocab_size)
 
 
-def inverse_cdf_sample(cdf_PV: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One categorical draw per row of a cumulative distribution: the first index whose cdf exceeds a uniform
-    variate. One random number per position (``torch.multinomial`` draws one per vocabulary entry)."""
-    u = torch.rand(cdf_PV.shape[:-1] + (1,), generator=generator, device=cdf_PV.device, dtype=cdf_PV.dtype)
-    idx = torch.searchsorted(cdf_PV, u * cdf_PV[..., -1:], right=True)
-    return idx.squeeze(-1).clamp_(max=cdf_PV.shape[-1] - 1)
-
-
 @torch.no_grad()
 def sample_pass(logits_BCV: torch.Tensor, temperature: float | torch.Tensor, generators: list[torch.Generator],
                 soft_embed, chunk: int, top_prob_BC: torch.Tensor | None = None):
@@ -116,6 +108,11 @@ def sample_pass(logits_BCV: torch.Tensor, temperature: float | torch.Tensor, gen
             soft = torch.empty(b, c, emb.shape[-1], dtype=emb.dtype, device=device)
         soft[row:row + n_rows, pos] = emb.view(n_rows, -1, emb.shape[-1])
         cdf = p.cumsum_(-1)  # p is not needed after this: reuse its memory
-        for j in range(n_rows):
-            candidates[row + j, pos] = inverse_cdf_sample(cdf[j], generators[row + j])
+        # inverse-CDF draw: the first index whose cdf exceeds a uniform variate, one random number per position
+        # (torch.multinomial draws one per vocabulary entry). The uniforms come from each row's own generator
+        # (the only per-row op); the search runs once over the block.
+        u = torch.stack([torch.rand(cdf.shape[1:-1] + (1,), generator=generators[row + j], device=device,
+                                    dtype=cdf.dtype) for j in range(n_rows)])
+        idx = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)
+        candidates[row:row + n_rows, pos] = idx.squeeze(-1).clamp_(max=v - 1)
     return candidates, argmax, entropy, soft
