@@ -76,13 +76,18 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--vocab", type=int, default=131072, help="vocabulary of the tiny checkpoint")
     ap.add_argument("--steps", type=int, default=2, help="denoising passes in the measured canvas")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.batch[0], args.steps)))
         return
-    print(json.dumps({"benchmark": "engine_memory", "config": "tiny 'base' (hidden 64, 4 layers), canvas 16, fp32, CPU",
-                      "results": measure(args.batch, args.vocab, args.steps)}, indent=2))
+    text = json.dumps({"benchmark": "engine_memory", "vocab": args.vocab, "steps": args.steps,
+                       "config": "tiny 'base' (hidden 64, 4 layers), canvas 16, fp32, CPU",
+                       "results": measure(args.batch, args.vocab, args.steps)}, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
