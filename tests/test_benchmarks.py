@@ -128,3 +128,13 @@ def test_engine_vs_reference_adaptive_reports_early_exit():
     assert ours["rows_ended_at_eos"] + ref["rows_ended_at_eos"] > 0  # EOS really ends rows here
     assert 0 < ours["mean_passes_per_row"] <= 48 and ref["decoder_calls_for_the_batch"] <= 48
     assert row["ratio"] == round(ours["tok_s"] / ref["tok_s"], 2)
+
+
+def test_quantize_tolerance_script_reports_the_readme_quantities():
+    from benchmarks import quantize_tolerance
+
+    [row] = quantize_tolerance.run(["wide_heads"])["results"]
+    assert row["checkpoint"] == "wide_heads"
+    for kind in ("int8", "fp8"):
+        assert 0 <= row[f"{kind}_vs_bf16"] and 0 <= row[f"{kind}_vs_bf16_top1"] <= 1
+    assert row["int8_fp32_vs_fp32"] < row["bf16_vs_fp32"]  # as tests/test_quantize.py bounds it
