@@ -127,7 +127,7 @@ def test_engine_vs_reference_adaptive_reports_early_exit():
     assert ours["calls"] == ref["calls"] == report["repeats"] == 1
     assert ours["rows_ended_at_eos"] + ref["rows_ended_at_eos"] > 0  # EOS really ends rows here
     assert 0 < ours["mean_passes_per_row"] <= 48 and ref["decoder_calls_for_the_batch"] <= 48
-    assert row["ratio"] == round(ours["tok_s"] / ref["tok_s"], 2)
+    assert row["ratio"] == pytest.approx(ours["tok_s"] / ref["tok_s"], rel=0.05)  # (from the unrounded rates)
 
 
 def test_quantize_tolerance_script_reports_the_readme_quantities():
