@@ -4,12 +4,13 @@ Both models are tiny random checkpoints written here in the real on-disk format:
 (``benchmarks.checkpoints`` config ``bench``: hidden 128, 6 layers, 8 experts top-2, canvas 32) for redraft, a Llama
 (hidden 128, 6 layers, 4 heads of 32) for vLLM, with the same tokenizer, so every prompt is the same token ids
 for both. Every row generates exactly ``--new-tokens`` tokens (EOS ignored; redraft runs ``--steps`` denoising
-passes per canvas), fp32 on CPU. Two measurements, side by side in one run:
+passes per canvas), fp32 on CPU. Two measurements, both in every run, on the same rows:
 
 * ``job``: ``redraft run`` end to end on a local Ray (read, engine actor start and model load, generation,
   staging, part files, summary) with ``engine.backend`` redraft and vllm; figures from the job's summary and rows;
-* ``engine``: the engines alone, warm (one untimed call first), all rows in one call, best of ``--repeats``:
-  ``DiffusionEngine.generate_ids`` against ``vllm.LLM.generate`` on the same token ids.
+* ``engine``: the engines alone, one untimed warm-up call each, then exactly ``--repeats`` timed calls each (all
+  rows in one call; median and minimum reported, tokens/s from the median): ``DiffusionEngine.generate_ids``
+  against ``vllm.LLM.generate`` on the same token ids.
 
 Reported per backend: tokens per second, forward passes per generated token (redraft: denoising passes over a
 canvas; vLLM: one decode pass per token), wall seconds; and the ratios redraft / vllm. The engine measurement
@@ -26,8 +27,9 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks._fixtures import make_tiny_llama_checkpoint, timed, write_jsonl
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -70,19 +72,10 @@ def run_jobs(ckpts: dict, src: Path, out_root: Path, args) -> dict:
         s = result.summary
         results[backend] = {"rows": s["rows_ok"], "output_tokens": s["output_tokens"],
                             "tokens_per_second": round(s["tokens_per_second"], 2),
+                            "tokens_per_second_engine": s.get("tokens_per_second_engine"),
                             "passes_per_token": round(sum(r["num_passes"] for r in rows) / tokens, 3),
                             "wall_seconds": round(s["wall_seconds"], 2)}
     return results
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def run_engines(ckpts: dict, prompts: list[list[int]], args) -> dict:
@@ -95,13 +88,13 @@ def run_engines(ckpts: dict, prompts: list[list[int]], args) -> dict:
     engine = DiffusionEngine.from_pretrained(ckpts["redraft"], device="cpu", dtype=torch.float32)
     params = SamplingParams(max_new_tokens=args.new_tokens, max_denoising_steps=args.steps, fixed_steps=True,
                             ignore_eos=True, seed=0)
-    seconds, res = _best(lambda: engine.generate_ids(prompts, params), args.repeats)
+    timing, res = timed(lambda: engine.generate_ids(prompts, params), args.repeats)
     tokens = sum(len(r.token_ids) for r in res)
     passes_per_token = sum(r.num_passes for r in res) / tokens
-    out = {"redraft": {"output_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
+    out = {"redraft": {"output_tokens": tokens, "tokens_per_second": round(tokens / timing["median_seconds"], 2),
                        "passes_per_token": round(passes_per_token, 3),
                        "positions_per_token": round(passes_per_token * engine.canvas_length, 2),
-                       "wall_seconds": round(seconds, 3)}}
+                       "wall_seconds": timing["median_seconds"], **timing}}
     del engine
 
     from vllm import LLM
@@ -112,10 +105,11 @@ def run_engines(ckpts: dict, prompts: list[list[int]], args) -> dict:
     llm = LLM(model=str(ckpts["vllm"]), dtype="float32", max_model_len=1024, enforce_eager=True, seed=0)
     vparams = VSamplingParams(max_tokens=args.new_tokens, ignore_eos=True, temperature=0.0)
     requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
-    seconds, res = _best(lambda: llm.generate(requests, vparams, use_tqdm=False), args.repeats)
+    timing, res = timed(lambda: llm.generate(requests, vparams, use_tqdm=False), args.repeats)
     tokens = sum(len(r.outputs[0].token_ids) for r in res)
-    out["vllm"] = {"output_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
-                   "passes_per_token": 1.0, "positions_per_token": 1.0, "wall_seconds": round(seconds, 3)}
+    out["vllm"] = {"output_tokens": tokens, "tokens_per_second": round(tokens / timing["median_seconds"], 2),
+                   "passes_per_token": 1.0, "positions_per_token": 1.0, "wall_seconds": timing["median_seconds"],
+                   **timing}
     del llm
     return out
 
@@ -133,15 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=16, help="redraft: denoising passes per canvas (fixed)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (and Ray CPUs) per engine")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--skip", choices=["job", "engine"], help="leave out one of the two measurements")
+    ap.add_argument("--repeats", type=int, default=3, help="timed engine calls per backend (the same for both)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
 
     from benchmarks.checkpoints import make_tiny_checkpoint
     from engine.tokenizer import Tokenizer
-    from tests.pipeline_fixtures import write_jsonl
-    from tests.vllm_fixtures import make_tiny_llama_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="redraft-backends-") as tmp:
         tmp = Path(tmp)
@@ -156,14 +147,12 @@ def main(argv: list[str] | None = None) -> dict:
             "machine": f"{os.cpu_count()} CPUs, fp32",
             "settings": {"rows": args.rows, "new_tokens": args.new_tokens, "redraft_steps_per_canvas": args.steps,
                          "canvas": 32, "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1),
-                         "threads": args.threads},
+                         "threads": args.threads, "repeats": args.repeats},
         }
-        if args.skip != "engine":
-            report["engine"] = run_engines(ckpts, prompts, args)
-            report["engine"]["ratios"] = ratios(report["engine"])
-        if args.skip != "job":
-            report["job"] = run_jobs(ckpts, src, tmp / "out", args)
-            report["job"]["ratios"] = ratios(report["job"])
+        report["engine"] = run_engines(ckpts, prompts, args)
+        report["engine"]["ratios"] = ratios(report["engine"])
+        report["job"] = run_jobs(ckpts, src, tmp / "out", args)
+        report["job"]["ratios"] = ratios(report["job"])
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

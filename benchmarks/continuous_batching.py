@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._fixtures import timed
+
 
 def run(rows: int, inflight: int, new_tokens: int, vocab: int, config: str, eos_scale: float,
-        max_steps: int, confidence: float, threads: int = 2) -> dict:
+        max_steps: int, confidence: float, threads: int = 1, repeats: int = 3) -> dict:
     from engine import DiffusionEngine, SamplingParams
     from benchmarks.checkpoints import make_tiny_checkpoint
 
@@ -43,16 +44,21 @@ def run(rows: int, inflight: int, new_tokens: int, vocab: int, config: str, eos_
 
     def measure(batches: list[list[int]], max_inflight: int | None) -> tuple[dict, list]:
         sizes: list[int] = []
-        results = [None] * rows
-        t = time.perf_counter()
-        for batch in batches:
-            out = engine.generate_ids([prompts[i] for i in batch], params, seeds=[seeds[i] for i in batch],
-                                      on_pass=lambda r, _: sizes.append(len(r)), max_inflight=max_inflight)
-            for i, r in zip(batch, out):
-                results[i] = r
-        wall = time.perf_counter() - t
+
+        def call():
+            sizes.clear()
+            results = [None] * rows
+            for batch in batches:
+                out = engine.generate_ids([prompts[i] for i in batch], params, seeds=[seeds[i] for i in batch],
+                                          on_pass=lambda r, _: sizes.append(len(r)), max_inflight=max_inflight)
+                for i, r in zip(batch, out):
+                    results[i] = r
+            return results
+
+        timing, results = timed(call, repeats, warmup=0)  # one warm-up call below serves both modes
+        wall = timing["median_seconds"]
         tokens = sum(len(r.token_ids) for r in results)
-        return {"wall_s": round(wall, 3), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
+        return {"wall_s": wall, **timing, "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
                 "decoder_passes": len(sizes), "canvas_passes": sum(sizes),
                 "mean_canvases_per_pass": round(sum(sizes) / len(sizes), 2),
                 "occupancy": round(sum(sizes) / (len(sizes) * inflight), 3)}, results
@@ -68,7 +74,7 @@ def run(rows: int, inflight: int, new_tokens: int, vocab: int, config: str, eos_
                    "confidence_threshold": confidence, "eos_scale": eos_scale,
                    "canvases_per_row": {"min": min(canvases), "max": max(canvases),
                                         "mean": round(sum(canvases) / rows, 2)},
-                   "device": "cpu", "threads": torch.get_num_threads()},
+                   "device": "cpu", "threads": torch.get_num_threads(), "warmup_calls": 1, "repeats": repeats},
         "static": static, "continuous": continuous, "identical_outputs": same,
         "ratio": {"passes_static_over_continuous": round(static["decoder_passes"] / continuous["decoder_passes"], 2),
                   "tokens_per_s_continuous_over_static": round(continuous["tokens_per_s"] / static["tokens_per_s"], 2)},
@@ -86,11 +92,12 @@ def main(argv=None) -> None:
     ap.add_argument("--max-steps", type=int, default=16, help="max_denoising_steps")
     ap.add_argument("--confidence", type=float, default=2.5,
                     help="confidence_threshold (random weights are never confident: raise it so canvases stop early)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each mode (the same for both)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     result = run(args.rows, args.inflight, args.new_tokens, args.vocab, args.config, args.eos_scale, args.max_steps,
-                 args.confidence, args.threads)
+                 args.confidence, args.threads, args.repeats)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

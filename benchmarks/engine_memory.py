@@ -127,6 +127,7 @@ def main(argv=None):
     ap.add_argument("--long-prompt", type=int, default=3000, help="tokens of the long prompt (--mixed)")
     ap.add_argument("--inflight", type=int, default=8, help="max_inflight (--mixed)")
     ap.add_argument("--compare-root", help="also measure the engine of this checkout (--mixed), same run")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-mixed", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -137,16 +138,23 @@ def main(argv=None):
         roots = {"this checkout": str(Path(__file__).resolve().parents[1])}
         if args.compare_root:
             roots = {"compare": str(Path(args.compare_root).resolve()), **roots}
-        print(json.dumps({"benchmark": "engine_memory_mixed", "config": "tiny 'base' (hidden 64, 4 layers, vocab "
-                          "512), canvas 16, fp32, CPU", "results": measure_mixed(roots, args.long_prompt,
-                                                                                 args.inflight, args.steps)},
-                         indent=2))
+        text = json.dumps({"benchmark": "engine_memory_mixed", "config": "tiny 'base' (hidden 64, 4 layers, vocab "
+                           "512), canvas 16, fp32, CPU", "results": measure_mixed(roots, args.long_prompt,
+                                                                                  args.inflight, args.steps)},
+                          indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
         return
     if args.child:
         print(json.dumps(child(args.child, args.batch[0], args.steps)))
         return
-    print(json.dumps({"benchmark": "engine_memory", "config": "tiny 'base' (hidden 64, 4 layers), canvas 16, fp32, CPU",
-                      "results": measure(args.batch, args.vocab, args.steps)}, indent=2))
+    text = json.dumps({"benchmark": "engine_memory", "vocab": args.vocab, "steps": args.steps,
+                       "config": "tiny 'base' (hidden 64, 4 layers), canvas 16, fp32, CPU",
+                       "results": measure(args.batch, args.vocab, args.steps)}, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -258,7 +258,10 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
     if args.memory_table:
-        print(json.dumps(memory_table(), indent=2))
+        text = json.dumps(memory_table(), indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
         return
     if args.small:
         device = torch.device("cpu")

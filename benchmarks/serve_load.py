@@ -12,7 +12,7 @@ stream to ``[DONE]``), the oversized request's status and seconds, and the repli
     python -m benchmarks.serve_load --rounds 1 --uncapped --out benchmarks/results/serve_load_uncapped.json
 
 Standalone it starts a local Ray and Serve on a free loopback port and deploys redraft on a tiny random
-checkpoint (``engine.demo.make_tiny_checkpoint``); ``tests/test_serve_load.py`` runs ``run_rounds`` against the
+checkpoint (``benchmarks.checkpoints.make_tiny_checkpoint``); ``tests/test_serve_load.py`` runs ``run_rounds`` against the
 test session's Serve. No traffic leaves 127.0.0.1.
 """
 
@@ -229,7 +229,7 @@ def main(argv=None) -> None:
                     "http.max_request_tokens out of reach (shows what they prevent)")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
-    from engine.demo import make_tiny_checkpoint
+    from benchmarks.checkpoints import make_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         make_tiny_checkpoint(tmp, "base")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def _run_child(path: str, which: str, batch: int, args) -> dict:
 def measure(args) -> dict:
     from benchmarks.checkpoints import CONFIGS, make_tiny_checkpoint
 
-    results = []
+    results, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         make_tiny_checkpoint(tmp, "bench", vocab_size=args.vocab)
         for b in args.batch:
@@ -137,7 +138,10 @@ def measure(args) -> dict:
                        "canvas": CONFIGS["bench"]["canvas_length"], "vocab": args.vocab},
             "quantization": args.quantization, "repeats": args.repeats, "warmup_calls": 1,
             "steps": args.steps, "new_tokens": args.new_tokens,
-            "prompt_tokens": args.prompt_tokens, "results": results}
+            "prompt_tokens": args.prompt_tokens,
+            # the machine may be shared: its 1-minute load average before and after, to read the figures by
+            "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+            "results": results}
 
 
 def plot(report: dict, path: Path) -> None:

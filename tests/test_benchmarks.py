@@ -87,3 +87,54 @@ def test_full_size_memory_table():
     table = gpu_full_size.memory_table()
     assert table["weight_gb"] == {"bf16": 50.5, "int8": 27.73, "fp8": 27.73}
     assert table["params_experts"] == 30 * 128 * 3 * 2816 * 704
+
+
+def test_benchmarks_import_nothing_from_tests():
+    """``python -m benchmarks.X`` must work where the test suite (and pytest) is not installed."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    files = sorted(root.glob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("tests", "pytest"), f"{path.name} imports {name}"
+
+
+def test_timed_gives_every_side_the_same_calls():
+    from benchmarks._fixtures import timed
+
+    calls = []
+    figures, out = timed(lambda: calls.append(1) or len(calls), repeats=4, warmup=2)
+    assert len(calls) == 6 and out == 6 and figures["calls"] == 4
+    assert 0 <= figures["min_seconds"] <= figures["median_seconds"]
+    with pytest.raises(ValueError, match="repeats"):
+        timed(lambda: None, repeats=0)
+
+
+def test_engine_vs_reference_adaptive_reports_early_exit():
+    """Adaptive mode runs the trained demo model: rows end at EOS, and the report says how many passes and
+    canvases each engine spent, with the same number of timed calls on both sides."""
+    from benchmarks import engine_vs_reference
+
+    report = engine_vs_reference.run([2], steps=2, new_tokens=32, repeats=1, prompt_tokens=32, mode="adaptive")
+    [row] = report["results"]
+    ours, ref = row["redraft"], row["transformers"]
+    assert ours["calls"] == ref["calls"] == report["repeats"] == 1
+    assert ours["rows_ended_at_eos"] + ref["rows_ended_at_eos"] > 0  # EOS really ends rows here
+    assert 0 < ours["mean_passes_per_row"] <= 48 and ref["decoder_calls_for_the_batch"] <= 48
+    assert row["ratio"] == pytest.approx(ours["tok_s"] / ref["tok_s"], rel=0.05)  # (from the unrounded rates)
+
+
+def test_quantize_tolerance_script_reports_the_readme_quantities():
+    from benchmarks import quantize_tolerance
+
+    [row] = quantize_tolerance.run(["wide_heads"])["results"]
+    assert row["checkpoint"] == "wide_heads"
+    for kind in ("int8", "fp8"):
+        assert 0 <= row[f"{kind}_vs_bf16"] and 0 <= row[f"{kind}_vs_bf16_top1"] <= 1
+    assert row["int8_fp32_vs_fp32"] < row["bf16_vs_fp32"]  # as tests/test_quantize.py bounds it
