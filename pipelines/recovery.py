@@ -28,6 +28,10 @@ LOST_CAPACITY = ("ActorUnavailableError", "ActorDiedError", "NodeDiedError", "Wo
                  "ObjectReconstructionFailedMaxAttemptsExceededError",
                  "ObjectReconstructionFailedLineageEvictedError", "ReferenceCountingAssertionError")
 _LOST = re.compile(r"\b(?:ray\.exceptions\.)?(" + "|".join(LOST_CAPACITY) + r")\b")
+# the job's own faults, even when Ray reports them as a dead actor (an engine actor whose constructor raised: a
+# broken checkpoint is not lost capacity, and running again would fail the same way)
+_JOB_FAULT = re.compile(r"\b(CheckpointError|InputError|NonFiniteError|ConfigError)\b"
+                        r"|error raised in its creation task")
 _STORAGE = re.compile(r"\b(StorageError|AWS Error|NoSuchBucket|NO_SUCH_BUCKET)\b")
 RESUME_HINT = "Rows finished so far are kept; run the same command again to resume."
 
@@ -52,13 +56,15 @@ def lost_capacity(err: BaseException) -> bool:
     """True when a Ray system failure (not the job's own code or data) is what stopped the job."""
     import ray.exceptions as rex
 
+    text = "".join(traceback.format_exception(err))
+    if _JOB_FAULT.search(text):
+        return False
     kinds = (rex.ActorUnavailableError, rex.ActorDiedError, rex.NodeDiedError, rex.WorkerCrashedError,
              rex.LocalRayletDiedError, rex.RaySystemError, rex.ObjectLostError, rex.ObjectFetchTimedOutError)
     if any(isinstance(e, kinds) for e in _chain(err)):
         return True
     if any(isinstance(e, (StorageError, OSError)) for e in _chain(err)):
         return False
-    text = "".join(traceback.format_exception(err))
     return _LOST.search(text) is not None and _STORAGE.search(text) is None
 
 

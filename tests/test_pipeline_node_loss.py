@@ -37,6 +37,13 @@ def test_ray_losses_are_retried_and_the_jobs_own_faults_are_not():
     assert not lost_capacity(ValueError("text column 'text' is not valid UTF-8"))
     assert not lost_capacity(StorageError("cannot write s3://results/x: AWS Error NETWORK_CONNECTION"))
     assert not lost_capacity(KeyboardInterrupt())
+    # an engine actor whose constructor raised (a broken checkpoint): Ray calls it a dead actor, it is the job's
+    try:
+        raise rex.ActorDiedError() from ValueError(
+            "The actor died because of an error raised in its creation task ... engine.errors.CheckpointError: "
+            "model.safetensors: tensor model.decoder.embed_tokens.weight holds 4 NaN/Inf values")
+    except rex.ActorDiedError as err:
+        assert not lost_capacity(err)
 
 
 def test_max_attempts_is_validated(tiny_checkpoint, tmp_path):
