@@ -94,6 +94,7 @@ def cluster():
 
 
 @pytest.mark.slow
+@pytest.mark.multinode  # its own pytest process: the Cluster's teardown ends the process's Ray driver
 def test_worker_node_removed_mid_job_finishes_exactly_once(cluster, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     src = write_jsonl(tmp_path / "in.jsonl", prompts(N_ROWS))
