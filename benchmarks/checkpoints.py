@@ -12,22 +12,15 @@ produces gibberish, but exercises every part of the system). Needs transformers 
 from __future__ import annotations
 
 import json
-import os
-import sysconfig
 from pathlib import Path
 
 import torch
 
+from engine.training.tokenizer_train import CHAT_TEMPLATE
+from pipelines.demo_checkpoint import stdlib_text
+
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
 
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
-    "{{ message['content'] | trim }}<end_of_turn>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
 
 # Several shapes, so parity covers different layer-type patterns, head dims, KV-head counts, expert counts,
 # sliding windows and canvas lengths.
@@ -77,16 +70,7 @@ _TINY_VISION = dict(
 
 def training_text(max_chars: int = 400_000) -> list[str]:
     """Real text to train the tiny tokenizer on: Python standard library sources on this machine."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts, total = [], 0
-    for name in sorted(os.listdir(stdlib)):
-        if name.endswith(".py"):
-            text = (stdlib / name).read_text(encoding="utf-8", errors="replace")
-            texts.append(text)
-            total += len(text)
-            if total >= max_chars:
-                break
-    return texts
+    return stdlib_text(max_chars)
 
 
 def build_tokenizer(vocab_size: int):
