@@ -129,7 +129,7 @@ class DiffusionEngine:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
                         dtype: torch.dtype | str = torch.bfloat16, name: str | None = None,
-                        quantization: str | None = None) -> "DiffusionEngine":
+                        quantization: str | None = None, batch_invariant: bool = True) -> "DiffusionEngine":
         """Load a DiffusionGemma checkpoint directory in the Hugging Face layout (``config.json`` with
         ``text_config``, ``model.safetensors`` or shards with ``model.safetensors.index.json``, ``tokenizer.json``,
         ``tokenizer_config.json``). Local files only; vision tensors are skipped. ``device`` and ``dtype`` may be
@@ -138,6 +138,11 @@ class DiffusionEngine:
         ``quantization``: ``None``/``"none"``, ``"int8"`` or ``"fp8"``: the routed experts' weights are stored
         at one byte per weight with per-channel scales (``engine/quantize.py``); the checkpoint is then read
         into host memory first and quantized layer by layer on ``device``.
+
+        ``batch_invariant`` (default on): a row's text depends only on its prompt, seed, parameters and the
+        checkpoint, never on the rows that share its batch, the batch size or ``max_inflight`` (every matrix
+        product runs in fixed-shape tiles and attention is always masked; see ``engine/layers/invariant.py``
+        and the README's cost table). Off: the plain kernels, whose last bits move with the batch.
 
         Raises:
             CheckpointError: the directory is missing, not a DiffusionGemma checkpoint, or its tensors do not
@@ -161,12 +166,22 @@ class DiffusionEngine:
         tokenizer = Tokenizer(path) if (path / "tokenizer.json").is_file() else None
         engine = cls(model, tokenizer, name or cfg.name)
         engine.load_report = report
+        engine.batch_invariant = batch_invariant
         return engine
 
     # ------------------------------------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Rows independent of their batch mates (``from_pretrained``'s ``batch_invariant``); settable."""
+        return self.model.batch_invariant
+
+    @batch_invariant.setter
+    def batch_invariant(self, enabled: bool) -> None:
+        self.model.set_batch_invariant(enabled)
 
     @property
     def canvas_length(self) -> int:

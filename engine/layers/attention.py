@@ -16,18 +16,21 @@ from torch import nn
 
 from ..config import LayerSpec
 from .fuse import FusedLinear
+from .invariant import Linear, tiled_attention
 from .norms import RMSNorm, rms_norm
 from .rope import apply_rope
 
 
 class Attention(nn.Module):
+    invariant = False  # batch-invariant tiles (``invariant.py``), set by the model; then a mask is always given
+
     def __init__(self, spec: LayerSpec, hidden: int, num_heads: int, eps: float):
         super().__init__()
         self.spec, self.num_heads, self.eps = spec, num_heads, eps
         d, g = spec.head_dim, spec.num_kv_heads
         parts = {"q_proj": num_heads * d, "k_proj": g * d} | ({"v_proj": g * d} if spec.has_v_proj else {})
         self.qkv_proj = FusedLinear(hidden, parts)  # loaded from q_proj, k_proj (and v_proj) by engine/weights.py
-        self.o_proj = nn.Linear(num_heads * d, hidden, bias=False)
+        self.o_proj = Linear(num_heads * d, hidden, bias=False)
         self.q_norm = RMSNorm(d, eps)
         self.k_norm = RMSNorm(d, eps)
 
@@ -50,7 +53,10 @@ class Attention(nn.Module):
     def attend(self, q_BHTD, k_BGSD, v_BGSD, mask, is_causal: bool = False) -> torch.Tensor:
         """Scaled-dot-product attention (scale 1.0, grouped KV heads); returns ``[B, T, hidden]``.
         ``mask`` None with ``is_causal`` False attends everywhere; both let SDPA pick its fused kernels."""
-        out = F.scaled_dot_product_attention(q_BHTD, k_BGSD, v_BGSD, attn_mask=mask, scale=1.0, is_causal=is_causal,
-                                             enable_gqa=k_BGSD.shape[1] != q_BHTD.shape[1])
+        if self.invariant:
+            out = tiled_attention(q_BHTD, k_BGSD, v_BGSD, mask)
+        else:
+            out = F.scaled_dot_product_attention(q_BHTD, k_BGSD, v_BGSD, attn_mask=mask, scale=1.0,
+                                                 is_causal=is_causal, enable_gqa=k_BGSD.shape[1] != q_BHTD.shape[1])
         b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))

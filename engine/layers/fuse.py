@@ -14,8 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .invariant import tiled_linear
+
 
 class FusedLinear(nn.Module):
+    invariant = False  # batch-invariant product (``invariant.py``), set by the model
+
     def __init__(self, in_features: int, parts: dict[str, int]):
         super().__init__()
         self.parts = dict(parts)  # checkpoint module name -> output rows, in row order
@@ -32,4 +36,5 @@ class FusedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Each part's output, in ``parts`` order (views of one matmul's result)."""
-        return F.linear(x, self.weight).split(list(self.parts.values()), dim=-1)
+        out = tiled_linear(x, self.weight) if self.invariant else F.linear(x, self.weight)
+        return out.split(list(self.parts.values()), dim=-1)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .invariant import EXPERT_TILE_ROWS, Linear
 from .norms import rms_norm
 
 
@@ -28,7 +29,7 @@ class Router(nn.Module):
     def __init__(self, hidden: int, num_experts: int, top_k: int, eps: float):
         super().__init__()
         self.top_k, self.eps, self.root = top_k, eps, hidden**-0.5
-        self.proj = nn.Linear(hidden, num_experts, bias=False)
+        self.proj = Linear(hidden, num_experts, bias=False)
         self.scale = nn.Parameter(torch.ones(hidden), requires_grad=False)
         self.per_expert_scale = nn.Parameter(torch.ones(num_experts), requires_grad=False)
 
@@ -46,8 +47,11 @@ class Experts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * width, hidden), requires_grad=False)
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, width), requires_grad=False)
         self.use_grouped = hasattr(torch, "_grouped_mm")
+        self.invariant = False  # batch-invariant tiles (``experts_tiled``), set by the model
 
     def forward(self, x_ND: torch.Tensor, weights_NK: torch.Tensor, ids_NK: torch.Tensor) -> torch.Tensor:
+        if self.invariant:
+            return experts_tiled(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
         if self.use_grouped and grouped_supported(x_ND):
             return experts_grouped(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
         return experts_reference(x_ND, weights_NK, ids_NK, self.gate_up_proj, self.down_proj)
@@ -104,3 +108,26 @@ def experts_grouped(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     y = torch._grouped_mm((gelu_tanh(gate) * up).contiguous(), w2_EDI.transpose(1, 2), offs=offsets_E)
     return combine_pairs(y, order, weights_NK, x_ND.dtype)
+
+
+def experts_tiled(x_ND, weights_NK, ids_NK, w13_EFD, w2_EDI) -> torch.Tensor:
+    """Batch-invariant path (``invariant.py``): the sorted (token, expert) pairs of each expert are padded to
+    whole tiles of ``EXPERT_TILE_ROWS`` rows and every tile is one matrix of a batched GEMM with its expert's
+    weights, so a pair's product never depends on how many pairs its expert got. The buffer holds a fixed bound
+    of tiles (pairs / tile + experts): nothing waits on the routing counts."""
+    e, t = w13_EFD.shape[0], EXPERT_TILE_ROWS
+    order, token_of_pair, offsets_E = sort_pairs(ids_NK, e)
+    counts = torch.diff(offsets_E.long(), prepend=offsets_E.new_zeros(1).long())
+    padded = (counts + t - 1) // t * t
+    padded_end = torch.cumsum(padded, 0)
+    expert_of_row = ids_NK.reshape(-1)[order]
+    rank = torch.arange(order.numel(), device=x_ND.device) - (offsets_E.long() - counts)[expert_of_row]
+    dest = (padded_end - padded)[expert_of_row] + rank  # each sorted pair's row in the padded buffer
+    n_tiles = -(-order.numel() // t) + e
+    rows = x_ND.new_zeros(n_tiles * t, x_ND.shape[1])
+    rows[dest] = x_ND[token_of_pair]
+    tile_expert = torch.searchsorted(padded_end, torch.arange(n_tiles, device=x_ND.device) * t, right=True)
+    tile_expert.clamp_(max=e - 1)  # tiles past the last expert's are zeros: any expert's weights do
+    gate, up = torch.bmm(rows.view(n_tiles, t, -1), w13_EFD[tile_expert].transpose(1, 2)).chunk(2, dim=-1)
+    y = torch.bmm(gelu_tanh(gate) * up, w2_EDI[tile_expert].transpose(1, 2)).view(n_tiles * t, -1)
+    return combine_pairs(y[dest], order, weights_NK, x_ND.dtype)

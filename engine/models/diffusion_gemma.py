@@ -18,6 +18,7 @@ from ..config import DiffusionGemmaConfig, LayerSpec
 from ..kv_cache import KVCache
 from ..layers.attention import Attention
 from ..layers.fuse import FusedLinear
+from ..layers.invariant import Linear, set_invariant, tiled_linear
 from ..layers.moe import Experts, Router, gelu_tanh
 from ..layers.norms import RMSNorm
 from ..layers.rope import inverse_frequencies, rope_cos_sin
@@ -27,7 +28,7 @@ class GatedMLP(nn.Module):
     def __init__(self, hidden: int, width: int):
         super().__init__()
         self.gate_up_proj = FusedLinear(hidden, {"gate_proj": width, "up_proj": width})
-        self.down_proj = nn.Linear(width, hidden, bias=False)
+        self.down_proj = Linear(width, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x)
@@ -85,9 +86,16 @@ class DiffusionGemmaModel(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg, spec) for spec in cfg.layers)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_conditioning = SelfConditioning(cfg)
-        self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = None if cfg.tie_word_embeddings else Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self._rope_keys = sorted({(s.kind, s.head_dim) for s in cfg.layers})
         self.reset_rope(None)
+        self.batch_invariant = False
+
+    def set_batch_invariant(self, enabled: bool) -> None:
+        """Batch-invariant rows (``engine/layers/invariant.py``): every matrix product in fixed-shape tiles, and
+        attention always masked over keys from slot 0, so a row's logits do not depend on the rows beside it."""
+        self.batch_invariant = bool(enabled)
+        set_invariant(self, enabled)
 
     def reset_rope(self, device: torch.device | str | None = "cpu") -> None:
         """(Re)compute the rotary inverse frequencies, e.g. after building the model on the meta device."""
@@ -120,8 +128,9 @@ class DiffusionGemmaModel(nn.Module):
 
     def _key_start(self, spec: LayerSpec, first_query_slot: int) -> int:
         """First cache slot a layer's queries can see: everything for full layers; for sliding layers the last
-        ``W - 1`` slots before the first query (the window the reference cache keeps)."""
-        if not spec.is_sliding:
+        ``W - 1`` slots before the first query (the window the reference cache keeps). Batch-invariant: slot 0
+        for every layer (the mask does the windowing), so the keys' blocking never depends on the batch."""
+        if not spec.is_sliding or self.batch_invariant:
             return 0
         return max(0, first_query_slot - (self.cfg.sliding_window - 1))
 
@@ -164,7 +173,8 @@ class DiffusionGemmaModel(nn.Module):
             spec = layer.spec
             lo = min(self._key_start(spec, s) for s in starts)
             # a fresh, aligned prefill that no window cuts: plain causal attention, no mask tensor (fused kernels)
-            plain_causal = max(starts) == 0 and (not spec.is_sliding or end <= self.cfg.sliding_window)
+            plain_causal = max(starts) == 0 and (not spec.is_sliding or end <= self.cfg.sliding_window) \
+                and not self.batch_invariant  # (the masked kernel, whatever the batch's prompt lengths)
             key = (spec.is_sliding, lo)
             if plain_causal:
                 masks[key] = None
@@ -199,7 +209,8 @@ class DiffusionGemmaModel(nn.Module):
         rope = self._rope(pos.expand(b, -1))
         end = max(starts) + c
         x = self.self_conditioning(self.embed(canvas_BC), soft_BCD)
-        t_B = None if cache.uniform else cache.lengths_tensor()
+        # batch-invariant: always the masked kernel (the unmasked one rounds differently)
+        t_B = None if cache.uniform and not self.batch_invariant else cache.lengths_tensor()
         masks = {}
         for i, layer in enumerate(self.layers):
             spec = layer.spec
@@ -232,7 +243,9 @@ class DiffusionGemmaModel(nn.Module):
         w = self.output_weight
         for s in range(0, hidden_ND.shape[0], chunk):
             block = out_NV[s:s + chunk]
-            if w.dtype == out_NV.dtype:
+            if self.batch_invariant:
+                block.copy_(tiled_linear(hidden_ND[s:s + chunk], w))
+            elif w.dtype == out_NV.dtype:
                 torch.mm(hidden_ND[s:s + chunk], w.t(), out=block)
             else:  # bf16/fp16 weights: the product is rounded to the weight dtype first, as in the reference
                 block.copy_(F.linear(hidden_ND[s:s + chunk], w))
@@ -243,4 +256,7 @@ class DiffusionGemmaModel(nn.Module):
     def soft_embeddings(self, probs_NV: torch.Tensor) -> torch.Tensor:
         """Self-conditioning input ``probs @ E * sqrt(D)`` in the model dtype, for a chunk of positions."""
         scale = torch.tensor(self.cfg.embed_scale, dtype=self.dtype, device=probs_NV.device)
-        return (probs_NV.to(self.dtype) @ self.embed_tokens.weight) * scale
+        probs = probs_NV.to(self.dtype)
+        if self.batch_invariant:
+            return tiled_linear(probs, self.embed_tokens.weight.t()) * scale
+        return (probs @ self.embed_tokens.weight) * scale
