@@ -129,7 +129,7 @@ class DiffusionEngine:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
                         dtype: torch.dtype | str = torch.bfloat16, name: str | None = None,
-                        quantization: str | None = None, batch_invariant: bool = True) -> "DiffusionEngine":
+                        quantization: str | None = None, batch_invariant: bool = False) -> "DiffusionEngine":
         """Load a DiffusionGemma checkpoint directory in the Hugging Face layout (``config.json`` with
         ``text_config``, ``model.safetensors`` or shards with ``model.safetensors.index.json``, ``tokenizer.json``,
         ``tokenizer_config.json``). Local files only; vision tensors are skipped. ``device`` and ``dtype`` may be
@@ -139,7 +139,7 @@ class DiffusionEngine:
         at one byte per weight with per-channel scales (``engine/quantize.py``); the checkpoint is then read
         into host memory first and quantized layer by layer on ``device``.
 
-        ``batch_invariant`` (default on): a row's text depends only on its prompt, seed, parameters and the
+        ``batch_invariant`` (default off: it costs 40-60% of tokens/s on CPU): a row's text depends only on its prompt, seed, parameters and the
         checkpoint, never on the rows that share its batch, the batch size or ``max_inflight`` (every matrix
         product runs in fixed-shape tiles and attention is always masked; see ``engine/layers/invariant.py``
         and the README's cost table). Off: the plain kernels, whose last bits move with the batch.

@@ -333,6 +333,10 @@ class EngineConfig(_Model):
         default="none", description="Routed-expert weights (90% of the model) stored at one byte each with "
         "per-channel scales: 'int8' (any device; saves memory), 'fp8' (FP8 tensor cores on Hopper GPUs, elsewhere "
         "dequantized per call like int8). Outputs differ slightly from 'none'.")
+    batch_invariant: bool = Field(default=False, description="A row's text depends only on its input, seed, sampling and checkpoint, never on the rows beside it in "
+        "a batch, the batch size, max_inflight or where a resumed job regrouped rows (fixed-shape matrix tiles, "
+        "always-masked attention; engine/layers/invariant.py). Costs 40-60% of tokens/s on CPU (README, "
+        "'Batch-invariant rows'), so it is off by default; off, a draw near a boundary can flip with the batch.")
 
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the 'vllm' backend.")
 
@@ -483,7 +487,9 @@ class JobConfig(_Model):
             "output.rows_per_file": self.output.rows_per_file,
             "task": self.task.model_dump(),
             "engine": self.engine.model_dump(include={"backend", "checkpoint", "dtype", "quantization"}
-                                             | ({"vllm"} if self.engine.backend == "vllm" else set())),
+                                             | ({"vllm"} if self.engine.backend == "vllm" else set())
+                                             # only when on: jobs staged before the setting existed still resume
+                                             | ({"batch_invariant"} if self.engine.batch_invariant else set())),
             "sampling": _sampling_output_fields(self.sampling),
         }
 

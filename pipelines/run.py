@@ -370,7 +370,7 @@ def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
             device=cfg.engine.device, dtype=cfg.engine.dtype, quantization=cfg.engine.quantization,
             max_input_chars=cfg.task.char_limit(),
             num_threads=max(1, int(res["num_cpus"])), job_name=cfg.job.name,
-            max_inflight=cfg.workers.max_inflight),
+            max_inflight=cfg.workers.max_inflight, batch_invariant=cfg.engine.batch_invariant),
         compute=pool, num_gpus=res["num_gpus"], num_cpus=res["num_cpus"],
         max_restarts=cfg.workers.max_restarts, max_task_retries=cfg.workers.max_task_retries,
         udf_modifying_row_count=False)

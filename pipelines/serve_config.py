@@ -43,6 +43,9 @@ class ServeEngineConfig(_Model):
     quantization: Literal["none", "int8", "fp8"] = Field(
         default="none", description="Routed-expert weights at one byte each: 'int8' (saves memory) or 'fp8' (FP8 "
         "tensor cores on Hopper GPUs); as engine.quantization of a job.")
+    batch_invariant: bool = Field(default=False, description="Each request's text independent of the requests "
+                                  "batched with it and of their arrival order (as engine.batch_invariant of a job; "
+                                  "costs 40-60% of tokens/s on CPU).")
 
 
 class HttpConfig(_Model):

@@ -91,14 +91,18 @@ class RedraftBatchWorker:
         num_threads: torch threads on CPU (the actor's CPU share).
         quantization: the job's ``engine.quantization`` (``none``, ``int8``, ``fp8``).
         engine_loader: ``(checkpoint, device, dtype, num_threads, quantization) -> engine``; tests pass a fake.
+        batch_invariant: the job's ``engine.batch_invariant``.
         job_name: tags this worker's Ray metrics (``redraft_*``), with the model name.
     """
 
     def __init__(self, checkpoint: str, task, params, device: str = "auto", dtype: str = "auto",
                  max_input_chars: int = 20_000, num_threads: int | None = None, engine_loader=None,
-                 job_name: str = "", quantization: str = "none", max_inflight: int | None = None):
+                 job_name: str = "", quantization: str = "none", max_inflight: int | None = None,
+                 batch_invariant: bool = False):
         loader = engine_loader or load_engine
         self.engine = loader(checkpoint, device, dtype, num_threads, quantization)
+        if batch_invariant:  # rows independent of their batch mates (engine.batch_invariant)
+            self.engine.batch_invariant = True
         if max_inflight is not None:
             self.engine.max_inflight = max_inflight  # the batch's rows queue behind this many canvases in flight
         self.task = task

@@ -99,6 +99,8 @@ class RedraftServer:
 
         self.cfg = s = settings
         self.engine = load_engine(s.checkpoint, s.device, s.dtype, s.num_threads, s.quantization)
+        if s.batch_invariant:
+            self.engine.batch_invariant = True
         if self.engine.tokenizer is None:  # check_checkpoint refuses this first; a replica must not look healthy
             raise RuntimeError(f"engine.checkpoint: {s.checkpoint} has no tokenizer.json; Serve cannot serve it")
         self.key_sha256 = api_key_sha256

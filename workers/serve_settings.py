@@ -23,3 +23,4 @@ class ServeSettings:
     max_request_tokens: int
     max_batch_size: int
     batch_wait_timeout_s: float
+    batch_invariant: bool = False  # rows independent of their batch mates (engine.batch_invariant)
