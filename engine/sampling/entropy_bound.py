@@ -32,7 +32,7 @@ def accept_and_renoise(entropy_BC: torch.Tensor, candidates_BC: torch.Tensor, no
 class StopTracker:
     """Stable-and-confident stopping, per row. ``history`` holds the last ``stability_threshold`` argmax canvases
     (-1 before the first pass, so a row can never stop on its first pass when the threshold is positive).
-    Rows can be reset (a new canvas starts), dropped and appended, so one tracker follows a changing batch."""
+    One row per slot, allocated once; a slot's row is reset when a new canvas starts in it."""
 
     def __init__(self, batch: int, canvas: int, stability_threshold: int, confidence_threshold: float, device):
         self.confidence_threshold = confidence_threshold
@@ -54,13 +54,6 @@ class StopTracker:
 
     def reset(self, rows: torch.Tensor) -> None:
         self.history[:, rows] = -1
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.history = self.history[:, rows]
-
-    def extend(self, n: int) -> None:
-        s, _, c = self.history.shape
-        self.history = torch.cat([self.history, self.history.new_full((s, n, c), -1)], 1)
 
 
 def position_chunk(vocab_size: int, budget_elems: int = 1 << 22) -> int:
