@@ -11,13 +11,13 @@ text. Output columns: ``OUTPUT_SCHEMA`` plus ``__shard`` and ``__row``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 
 import pyarrow as pa
 
+from engine.tasks.seeds import row_seed  # also imported from here by callers and tests
 from workers.metrics import metric_tags, record_generation
 
 logger = logging.getLogger(__name__)
@@ -56,13 +56,6 @@ def text_problem(text, max_input_chars: int) -> str | None:
     if len(text) > max_input_chars:
         return f"text has {len(text)} characters; task.max_input_chars is {max_input_chars}"
     return None
-
-
-def row_seed(base_seed: int, row_id: str) -> int:
-    """The seed of one row: fixed by the job's seed and the row's id, so neither batching nor resuming changes
-    a row's output."""
-    digest = hashlib.sha256(f"{base_seed}:{row_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 def load_engine(checkpoint: str, device: str = "auto", dtype: str = "auto", num_threads: int | None = None,

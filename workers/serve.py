@@ -36,7 +36,8 @@ from ray import serve
 
 from .metrics import metric_tags, record_generation, set_queue_depth
 from .openai_protocol import APIError, ChatCompletionRequest, CompletionRequest, EditRequest, parse_request
-from .serve_generation import EditWork, Row, cut_at_stop, generate_rows, run_edit_works
+from .serve_generation import (EditWork, Row, cut_at_stop, generate_rows, result_stats, rows_usage,
+                               run_edit_works)
 from .serve_limits import TokenBudget, check_prompt_count, encode_prompts
 from .serve_settings import ServeSettings
 
@@ -75,13 +76,6 @@ def key_digest(api_key: str | None) -> str | None:
 
 def _sse(data) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
-
-
-def _stats(result) -> dict:
-    """A ``GenerationResult``'s denoising figures, as ``Row.stats`` reports them for generated rows."""
-    return {"num_canvases": result.num_canvases, "num_passes": result.num_passes,
-            "tokens_per_pass": result.tokens_per_pass, "num_self_corrections": result.num_self_corrections,
-            "seconds": round(result.seconds, 6)}
 
 
 @serve.deployment(name=DEPLOYMENT_NAME)
@@ -239,7 +233,7 @@ class RedraftServer:
         """Each span is a hole of clamped canvases (``EditTask``): its replacement sees the text on both sides;
         ``spans`` in the answer are where the replacements landed in the new document."""
         from engine.tasks import EditJob, EditTask
-        from engine.tasks.editing import assemble, span_fills
+        from engine.tasks.editing import assemble, replaced_spans, span_fills
 
         req = parse_request(EditRequest, await self._body(request))
         self._check_model(req.model)
@@ -259,22 +253,16 @@ class RedraftServer:
         await self._run_works([work])
         replacements = [cut_at_stop(text, req.stop)[0] for text in span_fills(job, work.fills)]
         document = assemble(req.document, job.spans, replacements)
-        new_spans, shift = [], 0
-        for (start, end), new in zip(job.spans, replacements):
-            new_spans.append([start + shift, start + shift + len(new)])
-            shift += len(new) - (end - start)
+        new_spans = replaced_spans(job.spans, replacements)
         completion = len(work.result.token_ids)
         return {"object": "edit", "created": int(time.time()), "model": self.cfg.model_name,
                 "document": document, "spans": new_spans,
-                "choices": [{"index": 0, "text": document, "redraft": _stats(work.result)}],
+                "choices": [{"index": 0, "text": document, "redraft": result_stats(work.result)}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                           "total_tokens": prompt + completion}}
 
-    async def _infill(self, req: CompletionRequest, params):
-        """A completion with ``suffix``: each prompt is the text before a hole of at most ``max_tokens`` tokens and
-        the suffix the text after it (``InfillTask``'s path). A choice's text is the fill only (OpenAI's insert
-        mode). The fill is known only when its canvases are done, so a stream sends it as one chunk, then the
-        finish chunk."""
+    def _infill_works(self, req: CompletionRequest, params) -> tuple[list[EditWork], int]:
+        """One ``EditWork`` per prompt (its hole between the prompt and ``suffix``) and the prompts' tokens."""
         from engine.tasks import InfillTask
 
         task = InfillTask(fill_tokens=params.max_new_tokens)
@@ -283,7 +271,7 @@ class RedraftServer:
         budget = TokenBudget(params.max_new_tokens, self.cfg.max_request_tokens)
         for prompt in req.prompts():
             try:
-                job = task.prepare_row(None, {task.prefix_column: prompt, task.suffix_column: req.suffix})
+                job = task.job_for(prompt, req.suffix)
             except ValueError as err:
                 raise APIError(400, f"prompt: {err}", param="prompt") from None
             try:
@@ -295,6 +283,14 @@ class RedraftServer:
             this_prompt = len(job.prompt_head) + len(tok.encode(job.document, add_bos=False))
             budget.add(this_prompt)
             prompt_tokens += this_prompt
+        return works, prompt_tokens
+
+    async def _infill(self, req: CompletionRequest, params):
+        """A completion with ``suffix``: each prompt is the text before a hole of at most ``max_tokens`` tokens and
+        the suffix the text after it (``InfillTask``'s path). A choice's text is the fill only (OpenAI's insert
+        mode). The fill is known only when its canvases are done, so a stream sends it as one chunk, then the
+        finish chunk."""
+        works, prompt_tokens = self._infill_works(req, params)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": self.cfg.model_name}
 
         def answer() -> tuple[list[dict], dict]:
@@ -303,7 +299,7 @@ class RedraftServer:
                 text, stopped = cut_at_stop(work.result.text, req.stop)
                 finish = "stop" if stopped or work.result.finish_reason == "eos" else "length"
                 choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish,
-                                "redraft": _stats(work.result)})
+                                "redraft": result_stats(work.result)})
                 completion += len(work.result.token_ids)
             return choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                              "total_tokens": prompt_tokens + completion}
@@ -344,12 +340,6 @@ class RedraftServer:
         if failed:
             raise APIError(500, f"generation failed: {failed[0].error}", type_="server_error")
 
-    @staticmethod
-    def _usage(rows: list[Row]) -> dict:
-        prompt = sum(len(r.prompt_ids) for r in rows)
-        completion = sum(len(r.tokens) for r in rows)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     async def _answer(self, req, rows: list[Row], chat: bool):
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": self.cfg.model_name}
@@ -365,7 +355,7 @@ class RedraftServer:
                 choice.update(text=row.text, logprobs=None)
             choices.append(choice)
         return {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices,
-                "usage": self._usage(rows)}
+                "usage": rows_usage(rows)}
 
     async def _stream(self, req, rows: list[Row], chat: bool, head: dict):
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
@@ -398,7 +388,7 @@ class RedraftServer:
                     continue
                 yield _sse(chunk(i, "", row.finish, redraft=row.stats()))
             if req.stream_options is not None and req.stream_options.include_usage:
-                yield _sse({**head, "object": obj, "choices": [], "usage": self._usage(rows)})
+                yield _sse({**head, "object": obj, "choices": [], "usage": rows_usage(rows)})
             yield _sse("[DONE]")
         finally:
             if not task.done():  # the client went away: stop generating for it at the next canvas

@@ -3,7 +3,7 @@ per group of equal sampling settings (seed aside), each commit streamed from the
 
 A committed canvas is never re-encoded: the scheduler keeps each row's prefix in its KV cache, as for
 ``redraft run``, so a request's text equals the bulk job's for the same prompt, seed and parameters (a row's
-seed in a job is ``workers.batch.row_seed(sampling.seed, id)``). A stop string or a client that left ends the
+seed in a job is ``engine.tasks.seeds.row_seed(sampling.seed, id)``). A stop string or a client that left ends the
 row at its next canvas boundary (the commit event answers "stop"). A row's text does not depend on which other
 rows share its batch (up to the rounding of batched kernels).
 
@@ -21,6 +21,20 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .metrics import record_engine_batch, record_generation
+
+
+def rows_usage(rows: list["Row"]) -> dict:
+    """OpenAI's ``usage`` of generated rows: prompt, completion and total tokens."""
+    prompt = sum(len(r.prompt_ids) for r in rows)
+    completion = sum(len(r.tokens) for r in rows)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def result_stats(result) -> dict:
+    """A ``GenerationResult``'s denoising figures, as ``Row.stats`` reports them for generated rows."""
+    return {"num_canvases": result.num_canvases, "num_passes": result.num_passes,
+            "tokens_per_pass": result.tokens_per_pass, "num_self_corrections": result.num_self_corrections,
+            "seconds": round(result.seconds, 6)}
 
 
 @dataclass

@@ -67,9 +67,14 @@ class InfillTask(_CanvasEditTask):
                 if not isinstance(value, str):
                     raise ValueError(f"column {name!r} is null" if value is None else
                                      f"column {name!r} is not a string (got {type(value).__name__})")
-            if len(prefix) + len(suffix) > self.max_input_chars:
-                raise ValueError(f"prefix and suffix have {len(prefix) + len(suffix)} characters; "
-                                 f"task.max_input_chars is {self.max_input_chars}")
+        return self.job_for(prefix, suffix)
+
+    def job_for(self, prefix: str, suffix: str) -> EditJob:
+        """The job of one hole between ``prefix`` and ``suffix`` (Serve's completions with a suffix build it
+        directly, without a row)."""
+        if len(prefix) + len(suffix) > self.max_input_chars:
+            raise ValueError(f"prefix and suffix have {len(prefix) + len(suffix)} characters; "
+                             f"task.max_input_chars is {self.max_input_chars}")
         return EditJob(prefix + suffix, [(len(prefix), len(prefix))], fill_only=True)
 
     def plan(self, engine, job: EditJob) -> None:

@@ -15,7 +15,6 @@ it; the windows of different documents in a batch run together, one engine call 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 from ..engine import GenerationResult
 from ..plans import FREE
+from .seeds import window_seed
 
 # A token covers at most about this many characters: text is sliced to this bound before it is tokenized, so a
 # 100k-character document is never tokenized whole to find the tokens next to a window.
@@ -112,6 +112,16 @@ def assemble(document: str, spans: list[tuple[int, int]], replacements: list[str
     return "".join(out)
 
 
+def replaced_spans(spans: list[tuple[int, int]], replacements: list[str]) -> list[list[int]]:
+    """Where each replacement lands in ``assemble``'s document: ``[start, end)`` offsets, shifted by the
+    length changes of the spans before it."""
+    out, shift = [], 0
+    for (start, end), new in zip(spans, replacements, strict=True):
+        out.append([start + shift, start + shift + len(new)])
+        shift += len(new) - (end - start)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ windows
 
 def cut_windows(text: str, count_tokens, max_tokens: int) -> list[tuple[int, int]]:
@@ -148,15 +158,6 @@ def cut_windows(text: str, count_tokens, max_tokens: int) -> list[tuple[int, int
     if start < len(text) or not windows:
         windows.append((start, len(text)))
     return windows
-
-
-def window_seed(seed: int, window: int) -> int:
-    """The seed of a document's ``window``-th engine call: the row's seed for the first, derived for the rest,
-    so a row's output depends only on its own seed."""
-    if window == 0:
-        return seed
-    digest = hashlib.sha256(f"{seed}:window:{window}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
 def last_chars(parts: list[str], n: int) -> str:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from ..engine import GenerationResult
 from .base import Task, register
-from .editing import CHARS_PER_TOKEN, cut_windows, last_chars, split_ws, window_seed
+from .editing import CHARS_PER_TOKEN, cut_windows, last_chars, split_ws
+from .seeds import window_seed
 
 
 @dataclass

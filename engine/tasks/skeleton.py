@@ -19,12 +19,12 @@ MAX_NUM_DIGITS = (15, 6)  # integer and fraction digits of a number: exact in a 
 # ------------------------------------------------------------------------------------------------ skeleton
 
 @dataclass(frozen=True)
-class Hole:
+class SlotHole:
     node: Any
     optional: bool  # in an array slot past minItems: an enum hole may also be "empty" there
 
 
-def segments(node, optional: bool = False) -> Iterator[str | Hole]:
+def segments(node, optional: bool = False) -> Iterator[str | SlotHole]:
     """The skeleton in order: literal text and holes (the renderer walks the tree in this same order)."""
     if isinstance(node, ObjectNode):
         yield "{"
@@ -40,16 +40,16 @@ def segments(node, optional: bool = False) -> Iterator[str | Hole]:
             yield from segments(node.item, optional or i >= node.min_items)
         yield "]"
     elif isinstance(node, StringNode):
-        yield from ('"', Hole(node, optional), '"') if node.width else ('""',)
+        yield from ('"', SlotHole(node, optional), '"') if node.width else ('""',)
     elif isinstance(node, EnumNode):
         if len(node.options) == 1:
             yield json.dumps(node.options[0], ensure_ascii=False)
         elif node.quoted:
-            yield from ('"', Hole(node, optional), '"')
+            yield from ('"', SlotHole(node, optional), '"')
         else:
-            yield Hole(node, optional)
+            yield SlotHole(node, optional)
     else:
-        yield Hole(node, optional)
+        yield SlotHole(node, optional)
 
 
 def layout_bound(node) -> int:
@@ -128,7 +128,7 @@ def enum_width(seqs: list[list[int]]) -> int:
     return longest
 
 
-def _hole_rows(seg: Hole, classes: TokenClasses, mask, tokenizer) -> tuple[list[int], list[list[int]] | None]:
+def _hole_rows(seg: SlotHole, classes: TokenClasses, mask, tokenizer) -> tuple[list[int], list[list[int]] | None]:
     """A hole's mask rows, one per position, and (enums and booleans) its options' token ids."""
     node = seg.node
     if isinstance(node, StringNode):
