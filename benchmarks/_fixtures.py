@@ -29,6 +29,16 @@ def timed(fn, repeats: int, warmup: int = 1) -> tuple[dict, object]:
             "min_seconds": round(min(times), 4)}, out
 
 
+def print_report(report: dict, out: Path | None = None) -> str:
+    """Print ``report`` as indented JSON and, when ``out`` is given, also write it there (the ``--out`` flag
+    of every benchmark). Returns the text."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        Path(out).write_text(text + "\n")
+    return text
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     """One JSON object per line (a string row is written as it is)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,12 @@ full-size weight memory at each precision without building anything.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._fixtures import print_report
 from engine.config import DiffusionGemmaConfig
 from engine.quantize import QUANTIZATIONS, parameter_counts, quantize_model, tensor_bytes, weight_bytes
 
@@ -258,10 +258,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
     if args.memory_table:
-        text = json.dumps(memory_table(), indent=2)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        print_report(memory_table(), args.out)
         return
     if args.small:
         device = torch.device("cpu")
@@ -278,10 +275,7 @@ def main(argv=None):
     batches = args.batch or ([1, 2, 4] if args.small else [1, 8, 32])
     result = measure(SMALL if args.small else FULL_SIZE, batches, args.steps, args.prompt_tokens, device, dtype,
                      args.quantization, args.budget_s, copy_bytes=(2 << 30) if device.type == "cuda" else (64 << 20))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(result, args.out)
 
 
 if __name__ == "__main__":

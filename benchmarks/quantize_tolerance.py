@@ -13,11 +13,12 @@ quantities (quantized within 1.0x (int8) / 1.5x (fp8) of the bf16 distance).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
+
+from benchmarks._fixtures import print_report
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -28,7 +29,10 @@ def top1(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.argmax(-1) == b.argmax(-1)).float().mean().item()
 
 
-def measure(path: str) -> dict:
+def precision_logits(path: str) -> dict[str, torch.Tensor]:
+    """Canvas logits of the same prompts and canvases through the engine at each precision: ``fp32``, ``bf16``,
+    ``int8`` and ``fp8`` (bf16 engine, quantized experts) and ``int8_fp32`` (fp32 engine, int8 experts).
+    ``tests/test_quantize.py`` bounds these same tensors."""
     from engine import DiffusionEngine
 
     fp32 = DiffusionEngine.from_pretrained(path, dtype="float32")
@@ -36,15 +40,24 @@ def measure(path: str) -> dict:
     vocab, window = fp32.config.vocab_size, fp32.config.sliding_window
     prompts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (3, window - 1, 2 * window + 5)]
     canvas = torch.randint(0, vocab, (3, fp32.canvas_length), generator=g)
-    exact = fp32.canvas_logits(prompts, canvas)
-    bf16 = DiffusionEngine.from_pretrained(path, dtype="bfloat16").canvas_logits(prompts, canvas).float()
+    out = {"fp32": fp32.canvas_logits(prompts, canvas)}
+    out["bf16"] = DiffusionEngine.from_pretrained(path, dtype="bfloat16").canvas_logits(prompts, canvas).float()
+    for kind in ("int8", "fp8"):
+        q = DiffusionEngine.from_pretrained(path, dtype="bfloat16", quantization=kind)
+        out[kind] = q.canvas_logits(prompts, canvas).float()
+    int8_fp32 = DiffusionEngine.from_pretrained(path, dtype="float32", quantization="int8")
+    out["int8_fp32"] = int8_fp32.canvas_logits(prompts, canvas)
+    return out
+
+
+def measure(path: str) -> dict:
+    logits = precision_logits(path)
+    exact, bf16 = logits["fp32"], logits["bf16"]
     row = {"bf16_vs_fp32": round(rel(exact, bf16), 3), "bf16_vs_fp32_top1": round(top1(exact, bf16), 3)}
     for kind in ("int8", "fp8"):
-        q = DiffusionEngine.from_pretrained(path, dtype="bfloat16", quantization=kind).canvas_logits(prompts, canvas)
-        row[f"{kind}_vs_bf16"] = round(rel(bf16, q.float()), 3)
-        row[f"{kind}_vs_bf16_top1"] = round(top1(bf16, q.float()), 3)
-    int8_fp32 = DiffusionEngine.from_pretrained(path, dtype="float32", quantization="int8")
-    row["int8_fp32_vs_fp32"] = round(rel(exact, int8_fp32.canvas_logits(prompts, canvas)), 3)
+        row[f"{kind}_vs_bf16"] = round(rel(bf16, logits[kind]), 3)
+        row[f"{kind}_vs_bf16_top1"] = round(top1(bf16, logits[kind]), 3)
+    row["int8_fp32_vs_fp32"] = round(rel(exact, logits["int8_fp32"]), 3)
     return row
 
 
@@ -67,11 +80,7 @@ def main(argv=None):
     ap.add_argument("--checkpoints", nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
-    report = run(args.checkpoints)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_report(run(args.checkpoints), args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import gpu_full_size, throughput
+from benchmarks import gpu_check, gpu_full_size, throughput
 
 
 @pytest.mark.slow
@@ -138,3 +138,33 @@ def test_quantize_tolerance_script_reports_the_readme_quantities():
     for kind in ("int8", "fp8"):
         assert 0 <= row[f"{kind}_vs_bf16"] and 0 <= row[f"{kind}_vs_bf16_top1"] <= 1
     assert row["int8_fp32_vs_fp32"] < row["bf16_vs_fp32"]  # as tests/test_quantize.py bounds it
+
+
+def test_gpu_check_runs_small_on_cpu(tmp_path, capsys):
+    """The one-call GPU check, CPU-sized: parity is measured for real, the CUDA-only parts say they were
+    skipped, and the throughput code path runs on the small config with both precisions."""
+    out = tmp_path / "check.json"
+    gpu_check.main(["--small", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    parity = report["parity"]
+    assert parity["dtype"] == "bfloat16" and parity["rows"] == 2
+    exact = parity["vs_transformers_fp32_cpu"]
+    assert exact["within_tolerance"] and 0 < exact["max_abs_diff"] and exact["argmax_agreement"] > 0.75
+    assert parity["vs_transformers_bfloat16_cpu"]["argmax_agreement"] > 0.75
+    assert report["cuda_graph"] == {"skipped": "no CUDA device"}
+    assert report["throughput"]["full_size"] == {"skipped": "no CUDA device"}
+    small = report["throughput"]["small_cpu"]
+    for name, quantization in (("bf16", "none"), ("fp8", "fp8")):
+        run = small[name]
+        assert run["quantization"] == quantization and [r["batch"] for r in run["results"]] == [1, 2]
+        summary = run["summary"]
+        assert summary["memory_bound"]["target"] == 0.70 and summary["memory_bound"]["fraction"] > 0
+        assert summary["peak_flops"]["batch"] == 2 and summary["peak_flops"]["target"] == 0.35
+    assert report["wall_seconds"] < 60
+
+
+def test_gpu_check_refuses_a_bad_budget(capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--small", "--budget-s", "0"])
+    assert "--budget-s must be positive" in capsys.readouterr().err

@@ -138,23 +138,17 @@ def test_weight_memory_drops_to_what_the_config_predicts(checkpoint_factory):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_quantized_logits_stay_within_tolerance_of_bf16(checkpoint_factory, name):
+    from benchmarks.quantize_tolerance import precision_logits
+
     path, _ = checkpoint_factory(name, embed_std=0.15)
-    fp32 = DiffusionEngine.from_pretrained(path, dtype="float32")
-    g = torch.Generator().manual_seed(1)
-    vocab, window = fp32.config.vocab_size, fp32.config.sliding_window
-    prompts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (3, window - 1, 2 * window + 5)]
-    canvas = torch.randint(0, vocab, (3, fp32.canvas_length), generator=g)
-    exact = fp32.canvas_logits(prompts, canvas)
-    bf16 = DiffusionEngine.from_pretrained(path, dtype="bfloat16").canvas_logits(prompts, canvas)
+    logits = precision_logits(str(path))  # the README's table comes from the same measurement
+    exact, bf16 = logits["fp32"], logits["bf16"]
     bf16_noise = _rel(exact, bf16)
     for kind, factor in TOLERANCE.items():
-        quantized = DiffusionEngine.from_pretrained(path, dtype="bfloat16", quantization=kind)
-        logits = quantized.canvas_logits(prompts, canvas)
-        assert torch.isfinite(logits).all()
-        assert _rel(bf16, logits) <= factor * bf16_noise, (kind, _rel(bf16, logits), bf16_noise)
+        assert torch.isfinite(logits[kind]).all()
+        assert _rel(bf16, logits[kind]) <= factor * bf16_noise, (kind, _rel(bf16, logits[kind]), bf16_noise)
     # in fp32, int8 experts alone move the logits less than casting the whole model to bf16 does
-    int8_fp32 = DiffusionEngine.from_pretrained(path, dtype="float32", quantization="int8")
-    assert _rel(exact, int8_fp32.canvas_logits(prompts, canvas)) < bf16_noise
+    assert _rel(exact, logits["int8_fp32"]) < bf16_noise
 
 
 def test_unknown_quantization_is_refused_naming_the_field(tiny_checkpoint):
