@@ -69,7 +69,8 @@ class EngineConfig(_Model):
         default="none", description="Routed-expert weights (90% of the model) stored at one byte each with "
         "per-channel scales: 'int8' (any device; saves memory), 'fp8' (FP8 tensor cores on Hopper GPUs, elsewhere "
         "dequantized per call like int8). Outputs differ slightly from 'none'.")
-    batch_invariant: bool = Field(default=False, description="A row's text depends only on its input, seed, sampling and checkpoint, never on the rows beside it in "
+    batch_invariant: bool = Field(default=False, description=
+        "A row's text depends only on its input, seed, sampling and checkpoint, never on the rows beside it in "
         "a batch, the batch size, max_inflight or where a resumed job regrouped rows (fixed-shape matrix tiles, "
         "always-masked attention; engine/layers/invariant.py). Costs 40-60% of tokens/s on CPU (README, "
         "'Batch-invariant rows'), so it is off by default; off, a draw near a boundary can flip with the batch.")

@@ -61,7 +61,8 @@ def serve_settings(cfg: "ServeConfig") -> ServeSettings:
     eng, dep = cfg.engine, cfg.deployment
     return ServeSettings(
         checkpoint=str(Path(eng.checkpoint).resolve()), device=eng.device, dtype=eng.dtype,
-        quantization=eng.quantization, batch_invariant=eng.batch_invariant, num_threads=max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None,
+        quantization=eng.quantization, batch_invariant=eng.batch_invariant,
+        num_threads=max(1, int(dep.num_cpus)) if dep.num_gpus == 0 else None,
         model_name=cfg.model_name, sampling=sampling_params(cfg.sampling),
         max_tokens_limit=cfg.http.max_tokens_limit, max_body_bytes=cfg.http.max_body_bytes,
         max_prompts_per_request=cfg.http.max_prompts_per_request, max_request_tokens=cfg.http.max_request_tokens,

@@ -126,7 +126,8 @@ def test_invariant_logits_match_the_plain_kernels_closely(tiny_checkpoint):
 
 
 @pytest.mark.slow
-def test_serve_concurrent_seeded_requests_equal_the_same_requests_one_by_one(ray_cluster, tiny_checkpoint):  # noqa: F811
+def test_serve_concurrent_seeded_requests_equal_the_same_requests_one_by_one(ray_cluster,  # noqa: F811
+                                                                             tiny_checkpoint):
     openai = pytest.importorskip("openai")
     from tests.serve_fixtures import MODEL, deploy, serve_config
 
