@@ -11,7 +11,7 @@ JSON report, printed and written to ``--out``.
     difference between the replayed and the eager output. ``graph_vs_eager`` takes any zero-argument pass, so
     it can be pointed at a compiled pass as well. A capture that fails is reported with its error.
 (c) ``throughput``: the full-size model (``benchmarks.gpu_full_size``) in bf16 and with fp8 experts at batch
-    1, 8 and 32, each next to the memory-bound limit (batch 1) and the bf16 peak FLOP/s (REFERENCE.md
+    1, 8 and 32, each next to the memory-bound limit (batch 1) and the bf16 peak FLOP/s (the design reference notes,
     section 3), with the achieved fraction of each beside its target (>= 70% at batch 1, >= 35% at batch
     32). Targets are reported, never asserted.
 

@@ -139,10 +139,11 @@ class DiffusionEngine:
         at one byte per weight with per-channel scales (``engine/quantize.py``); the checkpoint is then read
         into host memory first and quantized layer by layer on ``device``.
 
-        ``batch_invariant`` (default off: it costs 40-60% of tokens/s on CPU): a row's text depends only on its
+        ``batch_invariant`` (default off: 0.33-0.53x the tokens/s on CPU): a row's text depends only on its
         prompt, seed, parameters and the checkpoint, never on the rows that share its batch, the batch size or
         ``max_inflight`` (every matrix product runs in fixed-shape tiles and attention is always masked; see
-        ``engine/layers/invariant.py`` and the README's cost table). Off: the plain kernels, whose last bits move with the batch.
+        ``engine/layers/invariant.py`` and the README's cost table). Off: the plain kernels, whose last bits
+        move with the batch.
 
         Raises:
             CheckpointError: the directory is missing, not a DiffusionGemma checkpoint, or its tensors do not

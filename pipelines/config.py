@@ -72,7 +72,7 @@ class EngineConfig(_Model):
     batch_invariant: bool = Field(default=False, description=
         "A row's text depends only on its input, seed, sampling and checkpoint, never on the rows beside it in "
         "a batch, the batch size, max_inflight or where a resumed job regrouped rows (fixed-shape matrix tiles, "
-        "always-masked attention; engine/layers/invariant.py). Costs 40-60% of tokens/s on CPU (README, "
+        "always-masked attention; engine/layers/invariant.py). Runs at 0.33-0.53x the tokens/s on CPU (README, "
         "'Batch-invariant rows'), so it is off by default; off, a draw near a boundary can flip with the batch.")
 
     vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="Settings of the 'vllm' backend.")

@@ -45,7 +45,7 @@ class ServeEngineConfig(_Model):
         "tensor cores on Hopper GPUs); as engine.quantization of a job.")
     batch_invariant: bool = Field(default=False, description="Each request's text independent of the requests "
                                   "batched with it and of their arrival order (as engine.batch_invariant of a job; "
-                                  "costs 40-60% of tokens/s on CPU).")
+                                  "runs at 0.33-0.53x the tokens/s on CPU).")
 
 
 class HttpConfig(_Model):

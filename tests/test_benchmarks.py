@@ -168,3 +168,13 @@ def test_gpu_check_refuses_a_bad_budget(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--small", "--budget-s", "0"])
     assert "--budget-s must be positive" in capsys.readouterr().err
+
+
+def test_batch_invariance_benchmark_reports_both_sides(tmp_path):
+    from benchmarks.batch_invariance import main
+
+    out = tmp_path / "binv.json"
+    main(["--batch", "2", "--repeats", "1", "--out", str(out)])
+    row = json.loads(out.read_text())["results"][0]
+    assert row["off"]["calls"] == row["on"]["calls"] == 1
+    assert row["on"]["rows_equal_alone"] == 2  # the setting's promise, on real rows
