@@ -14,6 +14,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workers.openai_protocol import unicode_problem
+
 from .config import InputConfig
 from .input_formats import (READ_SCHEMA, InputFile, InputReadError, Shard, iter_lines, open_stream, read_schema,
                             skip_bytes)
@@ -24,15 +26,6 @@ def _id_of(value) -> str | None:
     if value is None:
         return None
     return str(value)
-
-
-def unicode_problem(value: str) -> str | None:
-    """Why a Python string cannot be written as UTF-8 (a lone surrogate), or None."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return f"is not valid Unicode (a lone surrogate {ascii(value[err.start])} at character {err.start})"
-    return None
 
 
 def _value_problem(err: Exception) -> str:

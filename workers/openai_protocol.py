@@ -179,7 +179,9 @@ def _param(error: dict) -> str:
     return ".".join(p for p in loc if p not in ("str", "list[str]", "tuple[int, int]", "list[ContentPart]"))
 
 
-def _surrogate(text: str) -> str | None:
+def unicode_problem(text: str) -> str | None:
+    """Why a Python string cannot be written as UTF-8 (a lone surrogate), or None: the text check of request
+    bodies here and of input rows (``pipelines/input_rows.py``)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -191,12 +193,12 @@ def unicode_problem_path(value, path: tuple = ()) -> tuple[str, str] | None:
     """``(dotted path, problem)`` of the first string in a decoded JSON body that no tokenizer can take (a lone
     surrogate, such as the valid JSON escape ``"\\ud800"``), or None."""
     if isinstance(value, str):
-        problem = _surrogate(value)
+        problem = unicode_problem(value)
         return (".".join(map(str, path)) or "body", problem) if problem else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        if isinstance(key, str) and _surrogate(key):
-            return ".".join(map(str, path)) or "body", f"has a key that {_surrogate(key)}"
+        if isinstance(key, str) and unicode_problem(key):
+            return ".".join(map(str, path)) or "body", f"has a key that {unicode_problem(key)}"
         found = unicode_problem_path(item, path + (key,))
         if found is not None:
             return found
