@@ -21,7 +21,7 @@ from .config import DiffusionGemmaConfig
 from .errors import CheckpointError, InputError, NonFiniteError
 from .kv_cache import KVCache
 from .models.diffusion_gemma import DiffusionGemmaModel
-from .quantize import check_quantization, quantize_model
+from .quantize import QuantizedExperts, check_quantization, quantize_model
 from .plans import FREE, plan_clamped, plan_generation
 from .scheduler import Scheduler
 from .sampling.entropy_bound import position_chunk
@@ -182,6 +182,9 @@ class DiffusionEngine:
 
     @batch_invariant.setter
     def batch_invariant(self, enabled: bool) -> None:
+        if enabled and any(isinstance(m, QuantizedExperts) for m in self.model.modules()):
+            raise InputError("batch_invariant: the batch-invariant tiles cover unquantized experts only; load the "
+                             "checkpoint with quantization 'none' or leave batch_invariant off")
         self.model.set_batch_invariant(enabled)
 
     @property

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 
-from .config_base import ConfigError, InputConfig, NoBoolNumbers, OutputConfig, StorageConfig, _Model  # noqa: F401
+from .config_base import BATCH_INVARIANT_SCOPE, ConfigError, InputConfig, NoBoolNumbers, OutputConfig, StorageConfig, _Model  # noqa: F401
 from .task_config import TaskConfig
 
 
@@ -197,6 +197,8 @@ class JobConfig(_Model):
         if engine.backend == "vllm" and engine.quantization != "none":
             raise ValueError(".quantization: redraft's expert quantization is for engine.backend 'redraft'; for "
                              "'vllm' set engine.vllm.engine_kwargs.quantization")
+        if engine.batch_invariant and (engine.backend == "vllm" or engine.quantization != "none"):
+            raise ValueError(f".batch_invariant: {BATCH_INVARIANT_SCOPE}")
         return engine
 
     def output_storage(self) -> StorageConfig:

@@ -66,6 +66,10 @@ class NoBoolNumbers(BaseModel):
         return value
 
 
+BATCH_INVARIANT_SCOPE = ("redraft's batch-invariant tiles cover engine.backend 'redraft' with unquantized experts "
+                         "(engine.quantization 'none'); set batch_invariant false or use that engine")
+
+
 class _Model(NoBoolNumbers):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

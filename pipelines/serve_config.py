@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from .config import NoBoolNumbers, SamplingConfig, apply_overrides
+from .config import BATCH_INVARIANT_SCOPE, NoBoolNumbers, SamplingConfig, apply_overrides
 
 DEMO_CHECKPOINT_HINT = "create it with: redraft demo-checkpoint {path}"
 
@@ -46,6 +46,12 @@ class ServeEngineConfig(_Model):
     batch_invariant: bool = Field(default=False, description="Each request's text independent of the requests "
                                   "batched with it and of their arrival order (as engine.batch_invariant of a job; "
                                   "runs at 0.33-0.53x the tokens/s on CPU).")
+
+    @model_validator(mode="after")
+    def _invariant_scope(self):
+        if self.batch_invariant and self.quantization != "none":
+            raise ValueError(f"batch_invariant: {BATCH_INVARIANT_SCOPE}")
+        return self
 
 
 class HttpConfig(_Model):

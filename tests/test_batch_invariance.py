@@ -144,3 +144,21 @@ def test_serve_concurrent_seeded_requests_equal_the_same_requests_one_by_one(ray
         together = list(pool.map(ask, reversed(range(16))))[::-1]
     assert together == alone
 
+
+
+def test_batch_invariance_refuses_what_its_tiles_do_not_cover(tiny_checkpoint):
+    """Quantized experts and the vLLM backend have no batch-invariant path: asking for it is a clear error
+    naming the field, never a silent promise."""
+    from pipelines.config import ConfigError, validate_config
+    from pipelines.serve_config import ServeConfigError, validate_serve_config
+    from tests.serve_fixtures import serve_config
+
+    with pytest.raises(Exception, match="batch_invariant: .*unquantized experts"):
+        DiffusionEngine.from_pretrained(tiny_checkpoint, dtype=torch.float32, quantization="int8",
+                                        batch_invariant=True)
+    job = {"input": {"path": "in.jsonl"}, "output": {"path": "out"},
+           "engine": {"checkpoint": str(tiny_checkpoint), "batch_invariant": True, "quantization": "int8"}}
+    with pytest.raises(ConfigError, match=r"engine\.batch_invariant"):
+        validate_config(job)
+    with pytest.raises(ServeConfigError, match="batch_invariant"):
+        validate_serve_config(serve_config(tiny_checkpoint, engine={"batch_invariant": True, "quantization": "int8"}))
