@@ -1,8 +1,10 @@
-"""The config building blocks every section shares: ``ConfigError``, the no-bool-in-a-number base model,
-and the ``storage``, ``input`` and ``output`` sections (re-exported by ``pipelines.config``)."""
+"""The config building blocks every section shares: ``ConfigError`` and the ``field: problem`` line each
+pydantic error becomes (``_describe``), the no-bool-in-a-number base model, and the ``storage``, ``input`` and
+``output`` sections (re-exported by ``pipelines.config``)."""
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from typing import Any, Literal
@@ -16,6 +18,60 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names allowed at ``loc`` (for 'did you mean' hints)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or (ann,)
+        nested = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _num(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("function-after",)))
+    where = ".".join(str(p) for p in loc) or "config"
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    got = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return f"{where}: unknown field{hint}"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    phrases = {
+        "greater_than": lambda: f"must be > {_num(ctx.get('gt'))}",
+        "greater_than_equal": lambda: f"must be >= {_num(ctx.get('ge'))}",
+        "less_than": lambda: f"must be < {_num(ctx.get('lt'))}",
+        "less_than_equal": lambda: f"must be <= {_num(ctx.get('le'))}",
+        "literal_error": lambda: f"must be one of {ctx.get('expected')}",
+        "int_type": lambda: "must be an integer", "int_parsing": lambda: "must be an integer",
+        "int_from_float": lambda: "must be an integer",
+        "float_type": lambda: "must be a number", "float_parsing": lambda: "must be a number",
+        "bool_type": lambda: "must be true or false", "bool_parsing": lambda: "must be true or false",
+        "string_type": lambda: "must be a string", "model_type": lambda: "must be a mapping of fields",
+        "dict_type": lambda: "must be a mapping of fields",
+        "string_too_short": lambda: "must not be empty",
+    }
+    if kind in phrases:
+        return f"{where}: {phrases[kind]()}{got}"
+    if kind == "value_error":
+        msg = str(ctx.get("error", error["msg"]))
+        # a message starting with '.' continues the path (e.g. '.schema.properties.age: ...' under 'task')
+        return f"{where}{msg}" if msg.startswith(".") else f"{where}: {msg}"
+    return f"{where}: {error['msg']}{got}"
 
 
 def _number_kind(annotation) -> str | None:
