@@ -241,7 +241,7 @@ def test_engine_failing_in_the_actors_stops_the_job_with_its_error(tmp_path, tin
 def test_gpu_cluster_gets_one_actor_per_gpu_by_default(tmp_path, tiny_checkpoint):
     import ray
 
-    from pipelines.run import _resources
+    from pipelines.cluster import actor_resources as _resources
 
     src = write_jsonl(tmp_path / "in.jsonl", prompts(6))
     cfg = job_config(tiny_checkpoint, src, tmp_path / "out", engine={"device": "auto", "dtype": "auto"},
