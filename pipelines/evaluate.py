@@ -171,9 +171,6 @@ def run_eval(cfg: EvalConfig) -> dict:
     """Cut the holes, run every job, score; returns the report (also written to ``OUTPUT/report.json``)."""
     from engine.tokenizer import Tokenizer
 
-    from .eval_holes import cut_holes
-    from .eval_metrics import char_similarity, exact_match, most_frequent_line, most_frequent_token, token_accuracy
-
     started = time.perf_counter()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,22 +179,53 @@ def run_eval(cfg: EvalConfig) -> dict:
     encode = lambda s: tok.encode(s, add_bos=False) if s else []  # noqa: E731
     canvas = json.loads((first / "config.json").read_text()).get("canvas_length", 256)
     files = _corpus_files(cfg)
+    holes = _cut_holes(cfg, files, tok, encode)
+    holes_file, blind = _write_holes(out, holes)
+    results = _fill_holes(cfg, _models(cfg, first, out), holes, holes_file, blind, encode, canvas)
+    trivial = _trivial_baselines(cfg, files, holes, tok, encode)
+    report = {"corpus": cfg.corpus, "split": cfg.split, "kind": cfg.kind, "holes": len(holes), "seed": cfg.seed,
+              "fill_tokens": cfg.fill_tokens, "context_tokens": cfg.context_tokens, "results": results,
+              "trivial_baselines": trivial, "quantization_deltas": quantization_deltas(results),
+              "self_correction_share": "positions accepted on one pass and renoised on the next, summed over the "
+                                       "fills, divided by the fills' tokens",
+              "seconds": round(time.perf_counter() - started, 1)}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, out / "report.png")
+    return report
+
+
+def _cut_holes(cfg: EvalConfig, files, tok, encode) -> list:
+    from .eval_holes import cut_holes
 
     def offsets(text):
         return tok._tok.encode(text, add_special_tokens=False).offsets
 
-    holes = cut_holes(files, cfg.kind, cfg.holes, cfg.seed, encode_offsets=offsets,
-                      max_truth_tokens=cfg.fill_tokens, count_tokens=lambda s: len(encode(s)))
+    return cut_holes(files, cfg.kind, cfg.holes, cfg.seed, encode_offsets=offsets,
+                     max_truth_tokens=cfg.fill_tokens, count_tokens=lambda s: len(encode(s)))
+
+
+def _write_holes(out: Path, holes) -> tuple[Path, Path]:
+    """The holes as infill input files: with their suffix, and with it hidden (the prefix-only baseline)."""
     holes_file = out / "holes.jsonl"
     holes_file.write_text("".join(json.dumps(h.row()) + "\n" for h in holes))
     blind = out / "holes_prefix_only.jsonl"
     blind.write_text("".join(json.dumps({**h.row(), "suffix": ""}) + "\n" for h in holes))
+    return holes_file, blind
 
+
+def _models(cfg: EvalConfig, first: Path, out: Path) -> list[tuple[str, Path]]:
+    """``(name, checkpoint)`` of every model to fill with: the configured ones, then the random-weights twin."""
     models = [(m.name, Path(m.checkpoint)) for m in cfg.models]
     if cfg.random_baseline:
         from engine.training.model_io import random_twin
 
         models.append(("random-weights", random_twin(first, out / "random-weights")))
+    return models
+
+
+def _fill_holes(cfg: EvalConfig, models, holes, holes_file: Path, blind: Path, encode, canvas: int) -> list[dict]:
+    """One infill job per model (and baseline) and setting, each scored against the truths."""
+    first = Path(cfg.models[0].checkpoint)
     results = []
     for i, setting in enumerate(cfg.settings):
         sampling = {**cfg.sampling, **setting.sampling}
@@ -214,13 +242,19 @@ def run_eval(cfg: EvalConfig) -> dict:
                             "setting": setting.name, "model": name, "sampling": sampling,
                             "sampler": sampling.get("sampler", "entropy_bound"),
                             "quantization": setting.quantization})
+    return results
+
+
+def _trivial_baselines(cfg: EvalConfig, files, holes, tok, encode) -> list[dict]:
+    """The most frequent training line, the empty fill, and the most frequent token at every position."""
+    from .eval_metrics import char_similarity, exact_match, most_frequent_line, most_frequent_token, token_accuracy
 
     train_texts = [t for _, t in _corpus_files(cfg.model_copy(update={"split": "train"}))] \
         if cfg.split != "all" else [t for _, t in files]
     line = most_frequent_line(train_texts)
     top = most_frequent_token(train_texts[:200], encode)
     truths = [h.truth for h in holes]
-    trivial = [
+    return [
         {"name": f"most-frequent-line ({line!r})", "exact_match": sum(exact_match(line, t) for t in truths) / len(truths),
          "token_accuracy": sum(token_accuracy(encode(line), encode(t)) for t in truths) / len(truths),
          "char_similarity": sum(char_similarity(line, t) for t in truths) / len(truths)},
@@ -229,15 +263,6 @@ def run_eval(cfg: EvalConfig) -> dict:
         {"name": f"most-frequent-token ({tok.decode([top])!r} at every position)",
          "token_accuracy": sum(token_accuracy([top] * len(encode(t)), encode(t)) for t in truths) / len(truths)},
     ]
-    report = {"corpus": cfg.corpus, "split": cfg.split, "kind": cfg.kind, "holes": len(holes), "seed": cfg.seed,
-              "fill_tokens": cfg.fill_tokens, "context_tokens": cfg.context_tokens, "results": results,
-              "trivial_baselines": trivial, "quantization_deltas": quantization_deltas(results),
-              "self_correction_share": "positions accepted on one pass and renoised on the next, summed over the "
-                                       "fills, divided by the fills' tokens",
-              "seconds": round(time.perf_counter() - started, 1)}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(report, out / "report.png")
-    return report
 
 
 def _safe(label: str) -> str:
