@@ -1,7 +1,8 @@
 """The import graph, read with ``ast`` (no imports run): engine <- engine.tasks <- workers <- pipelines.
 
 Every ``import`` counts, including ones inside functions; only ``if TYPE_CHECKING:`` blocks are skipped (they
-never run). Run ``python -m pytest tests/test_layers.py -q`` to see the graph's back-edges and cycles.
+never run). Run ``python -m pytest tests/test_layers.py -q`` to see the graph's back-edges and cycles. The same
+file keeps units readable: no file of engine/, workers/, pipelines/ over 400 lines, no function over 60.
 """
 
 from __future__ import annotations
@@ -143,3 +144,44 @@ def test_the_graph_sees_a_back_edge(tmp_path, monkeypatch):
     graph = import_graph()
     assert back_edges(graph) == {("engine.a", "pipelines.b")}
     assert cycles(graph) == [["engine.a", "pipelines.b"]]
+
+
+# Readable units (issue 14 item 5): no product file over about 400 lines, no function or method over 60.
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def long_units(root: Path = ROOT) -> list[str]:
+    """``path: N lines`` for each file of engine/, workers/, pipelines/ over ``MAX_FILE_LINES``, and
+    ``path:line name: N lines`` for each function or method over ``MAX_FUNCTION_LINES`` (decorators not counted)."""
+    found = []
+    for path in sorted(p for top in ("engine", "workers", "pipelines") for p in (root / top).rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(root).as_posix()
+        lines = len(text.splitlines())
+        if lines > MAX_FILE_LINES:
+            found.append(f"{rel}: {lines} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{rel}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_units_are_readable():
+    found = long_units()
+    assert not found, (f"files over {MAX_FILE_LINES} lines or functions over {MAX_FUNCTION_LINES} lines (split them "
+                       "into named steps):\n" + "\n".join(found))
+
+
+def test_long_units_are_found(tmp_path):
+    """The walker itself: a planted long file and a planted long method are reported, short ones are not."""
+    for top in ("engine", "workers"):
+        (tmp_path / top).mkdir()
+    body = [f"x{i} = {i}" for i in range(MAX_FUNCTION_LINES - 1)]  # with its def line: just short enough
+    (tmp_path / "engine" / "ok.py").write_text("\n".join(["def short():"] + ["    " + b for b in body]) + "\n")
+    method = ["class A:", "    @staticmethod", "    def m():"] + ["        " + b for b in body + ["y = 0"]]
+    (tmp_path / "workers" / "long.py").write_text("\n".join(method + [""] * MAX_FILE_LINES) + "\n")
+    assert long_units(tmp_path) == [f"workers/long.py: {len(method) + MAX_FILE_LINES} lines",
+                                    f"workers/long.py:3 m: {MAX_FUNCTION_LINES + 1} lines"]
