@@ -206,11 +206,10 @@ class JobConfig(_Model):
     def sampling_params(self):
         """The engine's ``SamplingParams`` for this job (the one place config becomes engine dataclasses); for
         engine.backend 'vllm', a ``workers.vllm_worker.VLLMSampling``."""
-        if self.engine.backend == "vllm":
-            from workers.vllm_worker import vllm_sampling
+        from .convert import sampling_params, vllm_sampling
 
+        if self.engine.backend == "vllm":
             return vllm_sampling(self)
-        from .convert import sampling_params
 
         return sampling_params(self.sampling)
 

@@ -18,7 +18,7 @@ from engine.tasks.schema_subset import schema_from_template
 from workers.serve_settings import ServeSettings
 
 if TYPE_CHECKING:
-    from .config import SamplingConfig, TaskConfig
+    from .config import JobConfig, SamplingConfig, TaskConfig
     from .serve_config import ServeConfig
 
 
@@ -28,7 +28,9 @@ def build_task(cfg: "TaskConfig") -> Task:
                 "structured": structured_task}
     if cfg.kind not in TASKS or cfg.kind not in builders:
         raise ValueError(f"task.kind: unknown kind {cfg.kind!r}; known: {', '.join(sorted(TASKS))}")
-    return builders[cfg.kind](cfg)
+    task = builders[cfg.kind](cfg)
+    task.max_input_chars = cfg.char_limit()  # longer text is an error row (task.max_input_chars)
+    return task
 
 
 def _rewrite(cfg: "TaskConfig") -> RewriteTask:
@@ -49,6 +51,26 @@ def structured_task(cfg: "TaskConfig") -> StructuredTask:
     """Raises ``SchemaError`` (with the JSON path) for a schema or template outside the supported subset."""
     schema = cfg.json_schema if cfg.json_schema is not None else schema_from_template(cfg.template)
     return StructuredTask(schema, cfg.instruction, Widths(cfg.string_tokens, cfg.integer_tokens, cfg.number_tokens))
+
+
+def vllm_sampling(cfg: "JobConfig"):
+    """The vLLM backend's sampling settings for a job (``workers.vllm_worker.VLLMSampling``)."""
+    from workers.vllm_worker import vllm_sampling as build
+
+    return build(cfg.engine.checkpoint, cfg.sampling.max_new_tokens, cfg.engine.vllm.temperature,
+                 cfg.engine.vllm.top_p, cfg.sampling.ignore_eos, cfg.sampling.seed)
+
+
+def vllm_stage_settings(cfg: "JobConfig"):
+    """The vLLM stages' settings for a job (``workers.vllm_worker.VLLMStageSettings``)."""
+    from workers.vllm_worker import VLLMStageSettings
+
+    v = cfg.engine.vllm
+    return VLLMStageSettings(
+        checkpoint=str(Path(cfg.engine.checkpoint).expanduser().resolve()), dtype=cfg.engine.dtype,
+        max_model_len=v.max_model_len, engine_kwargs=dict(v.engine_kwargs), max_num_seqs=v.max_num_seqs,
+        cpu_kv_cache_gib=v.cpu_kv_cache_gib, batch_size=cfg.workers.batch_size, max_input_chars=cfg.task.char_limit(),
+        job_name=cfg.job.name)
 
 
 def sampling_params(cfg: "SamplingConfig") -> SamplingParams:

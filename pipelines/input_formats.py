@@ -11,11 +11,8 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-READ_SCHEMA = pa.schema([
-    ("__id", pa.string()), ("__text", pa.string()), ("__input_error", pa.string()),
-    ("__shard", pa.string()), ("__row", pa.int64()),
-])
-EXTRA_FIELD = pa.field("__extra", pa.string())
+from workers.rows import EXTRA_FIELD, READ_SCHEMA  # the row contract: what the workers read
+
 _CHUNK = 1 << 20
 _PLAIN_EXT = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _COMPRESSED_EXT = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}

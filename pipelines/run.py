@@ -264,7 +264,9 @@ def _engine_stage(ds, cfg: JobConfig, task, params, res: dict):
     if cfg.engine.backend == "vllm":
         from workers.vllm_worker import vllm_stage
 
-        return vllm_stage(ds, cfg, task, params, res)
+        from .convert import vllm_stage_settings
+
+        return vllm_stage(ds, vllm_stage_settings(cfg), task, params, res)
 
     c = res["concurrency"]
     pool = ActorPoolStrategy(min_size=c[0], max_size=c[1]) if isinstance(c, tuple) else ActorPoolStrategy(size=c)

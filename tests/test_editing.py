@@ -346,11 +346,10 @@ def test_100k_character_rewrite_goes_window_by_window(wide_vocab_engine):
     rows = run_rows(engine, cfg, [doc], params=SamplingParams(max_new_tokens=4, max_denoising_steps=1, seed=2))
     assert rows[0]["status"] == "ok", rows[0]["error"]
     task = build_task(cfg)
-    windows = task.prepare_row(doc, {})
-    task.prompt_tokens(wide_vocab_engine, windows)
-    assert len(windows.windows) > 5 and len(engine.generate_calls) == len(windows.windows)
+    windows = task.windows(wide_vocab_engine, task.plan({"text": doc}))
+    assert len(windows) > 5 and len(engine.generate_calls) == len(windows)
     expected = []
-    for (a, b), (prompts, chat, results) in zip(windows.windows, engine.generate_calls):
+    for (a, b), (prompts, chat, results) in zip(windows, engine.generate_calls):
         lead, core, trail = split_ws(doc[a:b])
         assert core in prompts[0] and chat == (a == 0)  # later windows carry the text before as a first exchange
         assert len(wide_vocab_engine.tokenizer.encode(prompts[0])) <= wide_vocab_engine.max_prompt_tokens

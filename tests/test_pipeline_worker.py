@@ -180,7 +180,7 @@ def test_real_engine_rejects_what_the_worker_lets_through(tiny_engine):
     class Unchecked(Task):
         kind = "unchecked"
 
-        def prompt_tokens(self, engine, prompt):
+        def count_tokens(self, engine, plan):
             return 0
 
     w = worker(Unchecked(), max_input_chars=10**6, engine=tiny_engine)[0]

@@ -44,7 +44,7 @@ def test_worker_rows_carry_the_engines_corrections(tiny_checkpoint):
     batch = pa.table({"__id": ["r0", "r1"], "__text": ["hello there", "a b c"], "__input_error": [None, None],
                       "__shard": ["s", "s"], "__row": [0, 1]})
     rows = worker(batch).to_pylist()
-    prompts = [worker.task.prepare_row(t, {}) for t in ("hello there", "a b c")]
-    direct = worker.task.generate(worker.engine, prompts, worker.params, [row_seed(0, i) for i in ("r0", "r1")])
+    plans = [worker.task.plan({"text": t}) for t in ("hello there", "a b c")]
+    direct = worker.task.execute(worker.engine, plans, worker.params, [row_seed(0, i) for i in ("r0", "r1")])
     assert [r["num_self_corrections"] for r in rows] == [d.num_self_corrections for d in direct]
     assert sum(r["num_self_corrections"] for r in rows) > 0  # a random model revises what it accepted

@@ -206,8 +206,7 @@ def _edit_work(engine, document, spans, seed, window_tokens=256):
     from engine.tasks import EditTask
 
     task = EditTask(window_tokens=window_tokens, max_span_tokens=12)
-    job = EditJob(document, spans)
-    task.prompt_tokens(engine, job)
+    job = task.layout(engine, EditJob(document, spans))
     return EditWork(job, _params(seed=seed), task.context_tokens)
 
 
@@ -245,8 +244,8 @@ def test_infill_work_keeps_the_budget_and_no_special_tokens(tiny_engine):
     from engine.tasks import InfillTask
 
     task = InfillTask(fill_tokens=20)
-    job = task.prepare_row(None, {"prefix": "def add(a, b):\n    return ", "suffix": "\n\nprint(add(1, 2))"})
-    task.prompt_tokens(tiny_engine, job)
+    job = task.layout(tiny_engine, task.plan({"columns": {"prefix": "def add(a, b):\n    return ",
+                                                          "suffix": "\n\nprint(add(1, 2))"}}))
     works = [EditWork(job, _params(seed=s), task.context_tokens) for s in range(4)]
     run_edit_works(tiny_engine, works)
     special = set(tiny_engine.eos_ids) | {tiny_engine.config.pad_token_id} | tiny_engine.tokenizer.special_ids()

@@ -19,7 +19,7 @@ from engine.tasks.schema_subset import (MAX_ITEMS, ArrayNode, EnumNode, SchemaEr
                                      schema_from_template)
 from engine.tasks.skeleton import _parse_int, _parse_number, build_skeleton, enum_width, render
 from engine.tasks.structured import StructuredTask
-from engine.tasks import TASKS
+from engine.tasks import TASKS, PromptPlan, Row, RowError
 from pipelines.convert import build_task
 from tests.pipeline_fixtures import ray_cluster, read_output  # noqa: F401
 
@@ -249,11 +249,11 @@ def test_any_hole_tokens_render_valid_json(tiny_engine, schema, seed, from_masks
 def test_engine_outputs_parse_and_validate(tiny_engine, schema, seed):
     """Random schemas x random seeds on the tiny random engine: every row is ok, parses and validates."""
     task = StructuredTask(schema, widths=Widths(string=3, integer=2, number=3))
-    prompts = [task.prepare("Ada Lovelace, 36, London."), task.prepare("x")]
+    plans = [task.plan({"text": "Ada Lovelace, 36, London."}), task.plan({"text": "x"})]
     params = SamplingParams(max_denoising_steps=2)
-    results = task.generate(tiny_engine, prompts, params, [seed, seed + 1])
+    results = task.execute(tiny_engine, plans, params, [seed, seed + 1])
     for r in results:
-        assert not isinstance(r, str), r
+        assert not isinstance(r, RowError), r
         jsonschema.validate(json.loads(r.text), schema)
         assert r.num_passes >= (1 if r.token_ids else 0) and len(r.token_ids) == task.skeleton(tiny_engine).num_free
 
@@ -268,10 +268,12 @@ def test_task_generates_valid_rows_with_figures(tiny_engine):
     task = pickle.loads(pickle.dumps(task))  # as Ray ships it to the actors
     prompt = task.prepare("Ada, 36")
     assert prompt == "Extract the fields as JSON.\n\nAda, 36"
-    results = task.generate(tiny_engine, [prompt, prompt], SamplingParams(max_denoising_steps=3), [7, 7])
+    plan = task.plan(Row("r", "Ada, 36"))
+    assert plan == PromptPlan(prompt, chat=True)
+    results = task.execute(tiny_engine, [plan, plan], SamplingParams(max_denoising_steps=3), [7, 7])
     a, b = results
     assert a.text == b.text  # a row depends only on its inputs and seed
-    jsonschema.validate(json.loads(task.output(a)), PERSON)
+    jsonschema.validate(json.loads(task.render(plan, a)), PERSON)
     sk = task.skeleton(tiny_engine)
     assert len(a.token_ids) == sk.num_free and a.num_passes >= 1
     assert a.tokens_per_pass == pytest.approx(sk.num_free / a.num_passes) and a.seconds > 0
@@ -289,11 +291,12 @@ def test_prompt_that_leaves_no_room_for_the_skeleton_is_an_error_row(tiny_engine
     task = StructuredTask(PERSON, widths=Widths(string=2, integer=2, number=2))
     limit = tiny_engine.config.max_position_embeddings
     long_text = " ".join(["word"] * limit)
-    results = task.generate(tiny_engine, [task.prepare(long_text), task.prepare("Ada")],
-                            SamplingParams(max_denoising_steps=1), [0, 1])
-    assert isinstance(results[0], str) and "plus the JSON skeleton" in results[0] and f"{limit} positions" in results[0]
-    with pytest.raises(ValueError, match="plus the JSON skeleton"):  # what the worker checks first (an error row)
-        task.prompt_tokens(tiny_engine, task.prepare(long_text))
+    plans = [PromptPlan(task.prepare(long_text), chat=True), task.plan({"text": "Ada"})]  # past max_input_chars
+    results = task.execute(tiny_engine, plans, SamplingParams(max_denoising_steps=1), [0, 1])
+    assert isinstance(results[0], RowError) and "plus the JSON skeleton" in results[0].message \
+        and f"{limit} positions" in results[0].message
+    with pytest.raises(ValueError, match="plus the JSON skeleton"):  # the token check that makes it an error row
+        task.count_tokens(tiny_engine, plans[0])
     jsonschema.validate(json.loads(results[1].text), PERSON)
 
 
@@ -302,13 +305,14 @@ def test_output_failing_validation_becomes_an_error_row(tiny_engine):
     task = StructuredTask({"type": "object", "properties": {"name": {"type": "string"}}})
     # validation runs against task.schema; a keyword the skeleton does not enforce makes some outputs fail
     task.schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^never$"}}}
-    [result] = task.generate(tiny_engine, [task.prepare("Ada")], SamplingParams(max_denoising_steps=1), [0])
-    assert isinstance(result, str) and result.startswith("output does not validate against task.schema at $.name:")
+    [result] = task.execute(tiny_engine, [task.plan({"text": "Ada"})], SamplingParams(max_denoising_steps=1), [0])
+    assert isinstance(result, RowError) and \
+        result.message.startswith("output does not validate against task.schema at $.name:")
 
 
 def test_schema_without_holes(tiny_engine):
     task = StructuredTask({"type": "object", "properties": {"v": {"const": 2}, "s": {"type": "string", "maxLength": 0}}})
-    [r] = task.generate(tiny_engine, [task.prepare("x")], SamplingParams(max_denoising_steps=1), [0])
+    [r] = task.execute(tiny_engine, [task.plan({"text": "x"})], SamplingParams(max_denoising_steps=1), [0])
     assert json.loads(r.text) == {"v": 2, "s": ""} and r.token_ids == []
 
 

@@ -76,7 +76,7 @@ def test_tokenizer_has_gemma_special_ids(tok_dir):
 
 def test_line_example_is_the_infill_tasks_layout(tok_dir):
     """A line hole's training canvas equals what the infill task builds for the same hole and budget."""
-    from engine.tasks.editing import EditJob, Hole, _Progress, _window
+    from engine.tasks.editing import EditJob, Hole, _EditRun, _TextSide
 
     tok = Tokenizer(tok_dir)
     maker = ExampleMaker(tok, LayoutSpec(canvas_length=16, context_tokens=24), eos_id=1, pad_id=0)
@@ -84,7 +84,8 @@ def test_line_example_is_the_infill_tasks_layout(tok_dir):
     end = SOURCE.index("\n", start)
     ex = maker.hole("line", SOURCE, start, end, budget=10, rng=random.Random(0))
     job = EditJob(SOURCE, [(start, end)], fill_only=True, holes=[Hole(start, end, 10)], prompt_head=tok.encode(""))
-    prompt, known, _ = _window(tok, job, _Progress(), 16, 4096, 24)
+    window = _EditRun(job, 0, _TextSide(tok, 16, 4096), 24).next_window()
+    prompt, known = window.prompt_ids, window.known
     assert ex.context == prompt
     assert ex.known == [k != -1 for k in known] + [True] * (16 - len(known))
     assert [t for t, k in zip(ex.canvas, ex.known) if k][:len(known) - 10] == known[10:]

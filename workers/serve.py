@@ -242,9 +242,9 @@ class RedraftServer:
         task = EditTask(instruction=instruction, max_span_tokens=cap)
         job = EditJob(req.document, [(start, end) for start, end in req.spans])
         try:
-            task.prompt_tokens(self.engine, job)
+            job = task.layout(self.engine, job)
         except ValueError as err:
-            param = "instruction" if instruction and len(job.prompt_head) + self.engine.canvas_length \
+            param = "instruction" if instruction and len(task.prompt_head(self.engine)) + self.engine.canvas_length \
                 > self.engine.config.max_position_embeddings else "spans"
             raise APIError(400, f"{param}: {err}", param=param, code="context_length_exceeded") from None
         prompt = len(job.prompt_head) + len(self.engine.tokenizer.encode(req.document, add_bos=False))
@@ -275,7 +275,7 @@ class RedraftServer:
             except ValueError as err:
                 raise APIError(400, f"prompt: {err}", param="prompt") from None
             try:
-                task.prompt_tokens(self.engine, job)
+                job = task.layout(self.engine, job)
             except ValueError as err:
                 raise APIError(400, f"max_tokens: {err}", param="max_tokens",
                                code="context_length_exceeded") from None

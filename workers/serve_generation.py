@@ -170,8 +170,8 @@ def _run_group(engine, params, group: list[Row], tags: dict | None) -> None:
 
 @dataclass
 class EditWork:
-    """One infill or edit job of a request (``engine.tasks.editing.EditJob``, holes and prompt head already planned
-    by ``InfillTask`` / ``EditTask``), with the request's sampling settings and seed. ``run_edit_works`` leaves
+    """One infill or edit job of a request (``engine.tasks.editing.EditJob``, holes and prompt head already laid out
+    by ``InfillTask.layout`` / ``EditTask.layout``), with the request's sampling settings and seed. ``run_edit_works`` leaves
     the job's ``GenerationResult`` on ``result`` and its hole fills on ``fills``, or the failure on ``error``."""
 
     job: object

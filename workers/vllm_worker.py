@@ -19,6 +19,7 @@ the number of generated tokens and ``tokens_per_pass`` is 1.0; ``seconds`` is th
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from workers.batch import INTERNAL_FIELDS, OUTPUT_SCHEMA, row_seed, text_problem
+from engine.tasks import Row, RowError
+from engine.tasks.seeds import row_seed
+from workers.rows import output_table, row_of
 
 # Tokens that end a chat turn in common templates; generation stops at them as it stops at EOS (as redraft's
 # engine does for its own templates).
@@ -113,36 +116,42 @@ def _tokenizer(checkpoint: str):
 class VLLMRowPreparer:
     """Ray's preprocess function: one input row -> the vLLM request fields, or ``__inference_error__``.
 
-    Bad rows get the diffusion backend's messages (``RedraftBatchWorker``'s checks). The prompt is the text
-    ('generate') or the instruction with the text in it through the checkpoint's chat template ('rewrite': the
-    whole document in one prompt; an autoregressive model has no canvas to window). It is tokenized here with
-    the checkpoint's ``tokenizer.json`` (the ids redraft's engine would see, BOS once) and handed to vLLM as ids,
-    so its length is checked against the context before any engine time is spent.
+    The row is planned by the task (``task.plan``: the diffusion backend's row checks and messages). The prompt is
+    the plan's single-prompt form (``task.whole_prompt``): the text ('generate') or the instruction with the text
+    in it through the checkpoint's chat template ('rewrite': the whole document in one prompt; an autoregressive
+    model has no canvas to window). It is tokenized here with the checkpoint's ``tokenizer.json`` (the ids
+    redraft's engine would see, BOS once) and handed to vLLM as ids, so its length is checked against the
+    context before any engine time is spent.
     """
 
     def __init__(self, checkpoint: str, task, sampling: VLLMSampling, max_input_chars: int, max_prompt_tokens: int):
+        if max_input_chars != task.max_input_chars:
+            task = copy.copy(task)
+            task.max_input_chars = max_input_chars
         self.checkpoint, self.task, self.sampling = checkpoint, task, sampling
         self.max_input_chars, self.max_prompt_tokens = max_input_chars, max_prompt_tokens
 
+    def _prompt_ids(self, plan) -> list[int] | RowError:
+        tok = _tokenizer(self.checkpoint)
+        try:
+            prompt, chat = self.task.whole_prompt(plan)
+            if chat:
+                prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            ids = tok.encode(prompt)
+        except Exception as err:  # noqa: BLE001 - a tokenizer or template failure is this row's problem
+            return RowError(f"cannot tokenize the prompt: {type(err).__name__}: {err}")
+        if len(ids) > self.max_prompt_tokens:
+            return RowError(f"prompt has {len(ids)} tokens; the model takes at most {self.max_prompt_tokens}")
+        return ids
+
     def __call__(self, row: dict) -> dict:
-        error = row["__input_error"] or text_problem(row["__text"], self.max_input_chars)
-        if error is None:
-            tok = _tokenizer(self.checkpoint)
-            prompt = self.task.prepare(row["__text"])
-            try:
-                if self.task.chat:
-                    prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-                ids = tok.encode(prompt)
-            except Exception as err:  # noqa: BLE001 - a tokenizer or template failure is this row's problem
-                error = f"cannot tokenize the prompt: {type(err).__name__}: {err}"
-            else:
-                if len(ids) > self.max_prompt_tokens:
-                    error = f"prompt has {len(ids)} tokens; the model takes at most {self.max_prompt_tokens}"
-        if error is not None:  # Ray's processor passes rows with __inference_error__ around its engine stage
+        plan = self.task.plan(row_of(row))
+        ids = plan if isinstance(plan, RowError) else self._prompt_ids(plan)
+        if isinstance(ids, RowError):  # Ray's processor passes rows with __inference_error__ around its engine stage
             # every key filled as for a good row: a null sampling_params in a block turns the others' integer
             # seeds into floats on the way to the engine stage, which vLLM rejects ("Expected int, got float")
             return {"tokenized_prompt": [], "sampling_params": self.sampling.for_row(str(row["__id"])),
-                    "__row_error": error, "__inference_error__": error}
+                    "__row_error": ids.message, "__inference_error__": ids.message}
         # '' (not left out): Ray treats a row whose __inference_error__ is anything but '' as failed, and a block
         # that mixes good and bad rows fills a left-out key with None
         return {"tokenized_prompt": ids, "sampling_params": self.sampling.for_row(str(row["__id"])),
@@ -176,13 +185,13 @@ class VLLMOutputAssembler:
         self.model = Path(checkpoint).name
 
     def _answer(self, row_error, inference_error, text, tokens, seconds):
-        """A ``VLLMAnswer``, or the row's error message."""
+        """A ``VLLMAnswer``, or the row's ``RowError``."""
         if row_error:
-            return row_error
+            return RowError(row_error)
         if inference_error:
-            return f"generation failed: {inference_error}"
+            return RowError(f"generation failed: {inference_error}")
         if text is None or tokens is None:
-            return "generation failed: vLLM returned no output for this row"
+            return RowError("generation failed: vLLM returned no output for this row")
         return VLLMAnswer(text, list(tokens), float(seconds or 0.0))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -193,24 +202,12 @@ class VLLMOutputAssembler:
         answers = [self._answer(*r) for r in zip(get("__row_error"), get("__inference_error__"),
                                                   get("generated_text"), get("generated_tokens"),
                                                   get("time_taken_llm"))]
-        ok = [not isinstance(a, str) for a in answers]
-        cols = {
-            "id": [str(i) for i in get("__id")],
-            "status": ["ok" if k else "error" for k in ok],
-            "error": [None if k else a for a, k in zip(answers, ok)],
-            "output": [self.task.output(a) if k else None for a, k in zip(answers, ok)],
-            "num_output_tokens": [len(a.token_ids) if k else 0 for a, k in zip(answers, ok)],
-            "num_passes": [a.num_passes if k else 0 for a, k in zip(answers, ok)],
-            "tokens_per_pass": [a.tokens_per_pass if k else 0.0 for a, k in zip(answers, ok)],
-            "num_self_corrections": [0] * n,  # autoregressive: nothing is ever renoised
-            "seconds": [a.seconds if k else 0.0 for a, k in zip(answers, ok)],
-            "model": [self.model] * n,
-            "sampling_hash": [self.sampling_hash] * n,
-        }
-        out = pa.table(cols, schema=OUTPUT_SCHEMA)
-        out = out.append_column(INTERNAL_FIELDS[0], pa.array(get("__shard"), pa.string()))
-        out = out.append_column(INTERNAL_FIELDS[1], pa.array(get("__row"), pa.int64()))
-        done = [a for a, k in zip(answers, ok) if k]
+        ids = [str(i) for i in get("__id")]
+        # a plan is pure, so the row is planned again here (an answered row planned fine in the preparer)
+        outputs = [None if isinstance(a, RowError) else self.task.render(self.task.plan(Row(i, text)), a)
+                   for i, text, a in zip(ids, get("__text"), answers)]
+        out = output_table(ids, answers, outputs, self.model, self.sampling_hash, get("__shard"), get("__row"))
+        done = [a for a in answers if not isinstance(a, RowError)]
         record_generation(done, metric_tags(job=self.job_name, model=self.model), errors=n - len(done),
                           engine_batch=False)
         return out
@@ -218,44 +215,75 @@ class VLLMOutputAssembler:
 
 def _postprocess(row: dict) -> dict:
     """Ray's postprocess for answered rows: keep what the assembler reads (Ray passes failed rows whole)."""
-    keep = ("__id", "__shard", "__row", "__row_error", "__inference_error__", "generated_text",
+    keep = ("__id", "__text", "__shard", "__row", "__row_error", "__inference_error__", "generated_text",
             "generated_tokens", "time_taken_llm")
     return {k: row.get(k) for k in keep}
 
 
-def vllm_stage(ds, cfg, task, sampling: VLLMSampling, res: dict):
+@dataclass(frozen=True)
+class VLLMStageSettings:
+    """What the vLLM stages need from the job config (``pipelines.convert.vllm_stage_settings`` builds it).
+
+    ``checkpoint``: absolute path; ``dtype``: ``engine.dtype``; ``max_model_len`` / ``max_num_seqs`` /
+    ``engine_kwargs`` / ``cpu_kv_cache_gib``: ``engine.vllm.*``; ``batch_size``: ``workers.batch_size``;
+    ``max_input_chars``: ``task.max_input_chars`` (or its default); ``job_name``: ``job.name``.
+    """
+
+    checkpoint: str
+    dtype: str
+    max_model_len: int | None
+    engine_kwargs: dict
+    max_num_seqs: int | None
+    cpu_kv_cache_gib: float
+    batch_size: int
+    max_input_chars: int
+    job_name: str = ""
+
+
+def vllm_stage(ds, stage: VLLMStageSettings, task, sampling: VLLMSampling, res: dict):
     """Ray Data stages that answer every row of ``ds`` with vLLM (see the module docstring).
 
     Args:
         ds: rows as ``pipelines.inputs`` reads them.
-        cfg: the ``JobConfig`` (``engine.backend == 'vllm'``).
+        stage: the job's vLLM settings.
         task: the ``engine.tasks.Task`` ('generate' or 'rewrite').
-        sampling: from ``cfg.sampling_params()``.
+        sampling: from ``pipelines.convert.vllm_sampling``.
         res: ``num_gpus`` / ``num_cpus`` / ``concurrency`` for the engine actors.
     """
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor
 
-    checkpoint = str(Path(cfg.engine.checkpoint).expanduser().resolve())
-    v = cfg.engine.vllm
-    max_len = model_max_len(checkpoint, v.max_model_len)
+    max_len = model_max_len(stage.checkpoint, stage.max_model_len)
+    preparer = VLLMRowPreparer(stage.checkpoint, task, sampling, stage.max_input_chars, max_len - sampling.max_tokens)
+    processor = build_processor(_processor_config(stage, max_len, res), preprocess=preparer,
+                                postprocess=_postprocess, preprocess_map_kwargs={"num_cpus": 0.25},
+                                postprocess_map_kwargs={"num_cpus": 0.1})
+    ds = processor(ds)
+    assembler = VLLMOutputAssembler(stage.checkpoint, task, sampling, stage.job_name)
+    return ds.map_batches(assembler, batch_size=None, batch_format="pyarrow", num_cpus=0.1)
+
+
+def _processor_config(stage: VLLMStageSettings, max_len: int, res: dict):
+    """Ray's ``vLLMEngineProcessorConfig`` for the job: redraft tokenizes itself, errors stay rows."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
     on_gpu = res["num_gpus"] > 0
-    dtype = cfg.engine.dtype
+    dtype = stage.dtype
     if dtype == "auto" and not on_gpu:
         dtype = "float32"  # bf16 on CPU needs AMX tile permission in the engine process, else SIGILL
-    engine_kwargs = {"dtype": dtype, "max_model_len": max_len, "seed": 0, **v.engine_kwargs}
-    if v.max_num_seqs is not None:
-        engine_kwargs["max_num_seqs"] = v.max_num_seqs
+    engine_kwargs = {"dtype": dtype, "max_model_len": max_len, "seed": 0, **stage.engine_kwargs}
+    if stage.max_num_seqs is not None:
+        engine_kwargs["max_num_seqs"] = stage.max_num_seqs
     env = {}
     if not on_gpu:
         engine_kwargs.setdefault("enforce_eager", True)  # no CUDA graphs / compile warm-up on CPU
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{v.cpu_kv_cache_gib:g}"
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{stage.cpu_kv_cache_gib:g}"
     # The engine actor's resources: one bundle per replica, CPU-only where the job has no GPUs.
     bundle = {"CPU": res["num_cpus"], **({"GPU": res["num_gpus"]} if on_gpu else {})}
     concurrency = res["concurrency"]
-    processor_cfg = vLLMEngineProcessorConfig(
-        model_source=checkpoint,
+    return vLLMEngineProcessorConfig(
+        model_source=stage.checkpoint,
         engine_kwargs=engine_kwargs,
-        batch_size=cfg.workers.batch_size,
+        batch_size=stage.batch_size,
         concurrency=tuple(concurrency) if isinstance(concurrency, (list, tuple)) else concurrency,
         placement_group_config={"bundles": [bundle]},
         should_continue_on_error=True,
@@ -263,17 +291,13 @@ def vllm_stage(ds, cfg, task, sampling: VLLMSampling, res: dict):
         runtime_env={"env_vars": env} if env else None,
         log_engine_metrics=False,
     )
-    preparer = VLLMRowPreparer(checkpoint, task, sampling, cfg.task.char_limit(), max_len - sampling.max_tokens)
-    processor = build_processor(processor_cfg, preprocess=preparer, postprocess=_postprocess,
-                                preprocess_map_kwargs={"num_cpus": 0.25}, postprocess_map_kwargs={"num_cpus": 0.1})
-    ds = processor(ds)
-    assembler = VLLMOutputAssembler(checkpoint, task, sampling, cfg.job.name)
-    return ds.map_batches(assembler, batch_size=None, batch_format="pyarrow", num_cpus=0.1)
 
 
-def vllm_sampling(cfg) -> VLLMSampling:
-    """``VLLMSampling`` for a job config (``JobConfig.sampling_params`` calls this for the vllm backend)."""
-    checkpoint = Path(cfg.engine.checkpoint).expanduser()
+def vllm_sampling(checkpoint: str | Path, max_tokens: int, temperature: float, top_p: float, ignore_eos: bool,
+                  seed: int) -> VLLMSampling:
+    """``VLLMSampling`` with the checkpoint's end-of-sequence and end-of-turn tokens as stop tokens (the job config
+    is converted by ``pipelines.convert.vllm_sampling``)."""
+    checkpoint = Path(checkpoint).expanduser()
     stops: list[int] = []
     if (checkpoint / "tokenizer.json").is_file():
         tok = _tokenizer(str(checkpoint.resolve()))
@@ -281,6 +305,5 @@ def vllm_sampling(cfg) -> VLLMSampling:
             tid = tok.token_id(name) if name else None
             if tid is not None and tid not in stops:
                 stops.append(tid)
-    return VLLMSampling(max_tokens=cfg.sampling.max_new_tokens, temperature=cfg.engine.vllm.temperature,
-                        top_p=cfg.engine.vllm.top_p, ignore_eos=cfg.sampling.ignore_eos, seed=cfg.sampling.seed,
-                        stop_token_ids=tuple(stops))
+    return VLLMSampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, ignore_eos=ignore_eos,
+                        seed=seed, stop_token_ids=tuple(stops))

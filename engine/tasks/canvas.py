@@ -1,11 +1,12 @@
-"""``task.kind: infill`` and ``edit``: a row is an ``EditJob`` whose holes run on clamped canvases
+"""``task.kind: infill`` and ``edit``: a row's plan is an ``EditJob`` whose holes run on clamped canvases
 (``engine/tasks/editing.py``); the kinds differ in where the holes come from."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-from .base import Task, register
+from .base import Row, RowError, Task, guarded, register, too_long
 from .editing import EditJob, Hole, check_fits, parse_spans, plan_holes, run_edit_jobs, spans_from_markers, split_hole
 
 
@@ -17,24 +18,48 @@ def _prompt_head(engine, instruction: str | None) -> list[int]:
 
 
 class _CanvasEditTask(Task):
-    """Infill and edit: a row is an ``EditJob`` whose holes run on clamped canvases (``run_edit_jobs``); the
-    kinds differ in where the holes come from (``plan``)."""
+    """Infill and edit: a row's plan is an ``EditJob`` (the document and its spans); at run time ``layout`` turns
+    it into holes on clamped canvases and ``run_edit_jobs`` runs them. The kinds differ in where the spans come
+    from (``plan_row``) and how large each hole is (``holes``)."""
 
     instruction: str | None
     context_tokens: int
 
-    def plan(self, engine, job: EditJob) -> None:
-        """Set ``job.holes`` (each hole's span and token budget)."""
+    def holes(self, engine, job: EditJob) -> list[Hole]:
+        """Each hole's span and token budget."""
         raise NotImplementedError
 
-    def prompt_tokens(self, engine, job: EditJob) -> int:
-        job.prompt_head = _prompt_head(engine, self.instruction)
-        self.plan(engine, job)
-        check_fits(job, engine.canvas_length, engine.config.max_position_embeddings)
-        return len(job.prompt_head)
+    def prompt_head(self, engine) -> list[int]:
+        """What starts every window's prompt: BOS, or the instruction as a user turn."""
+        return _prompt_head(engine, self.instruction)
 
-    def generate(self, engine, jobs: list[EditJob], params, seeds: list[int]):
-        return run_edit_jobs(engine, jobs, params, seeds, self.context_tokens)
+    def layout(self, engine, job: EditJob) -> EditJob:
+        """The job with its holes and prompt head for ``engine`` (a new value; ``job`` is left as it is). Raises
+        ``ValueError`` naming the hole that cannot fit the model's positions."""
+        laid = dataclasses.replace(job, prompt_head=self.prompt_head(engine))
+        laid.holes = self.holes(engine, laid)
+        check_fits(laid, engine.canvas_length, engine.config.max_position_embeddings)
+        return laid
+
+    def count_tokens(self, engine, job: EditJob) -> int:
+        return len(self.layout(engine, job).prompt_head)
+
+    def laid_out(self, engine, job: EditJob) -> EditJob | RowError:
+        """``layout``, or the row's error (a hole that cannot fit, a prompt head too long for the model)."""
+        if isinstance(job, RowError):
+            return job
+        laid = guarded(lambda: self.layout(engine, job))
+        return laid if isinstance(laid, RowError) else too_long(engine, len(laid.prompt_head)) or laid
+
+    def execute(self, engine, plans: list[EditJob], params, seeds: list[int]) -> list:
+        answers: list = [self.laid_out(engine, p) for p in plans]
+        todo = [i for i, a in enumerate(answers) if isinstance(a, EditJob)]
+        if todo:
+            results = run_edit_jobs(engine, [answers[i] for i in todo], params, [seeds[i] for i in todo],
+                                    self.context_tokens)
+            for i, res in zip(todo, results, strict=True):
+                answers[i] = res
+        return answers
 
 
 @register
@@ -58,11 +83,11 @@ class InfillTask(_CanvasEditTask):
             return {}
         return {"task.prefix_column": self.prefix_column, "task.suffix_column": self.suffix_column}
 
-    def prepare_row(self, text: str | None, columns: dict) -> EditJob:
+    def plan_row(self, row: Row) -> EditJob:
         if self.reads_text:
-            prefix, suffix = split_hole(text, self.hole_marker)
+            prefix, suffix = split_hole(row.text, self.hole_marker)
         else:
-            prefix, suffix = columns.get(self.prefix_column), columns.get(self.suffix_column)
+            prefix, suffix = row.columns.get(self.prefix_column), row.columns.get(self.suffix_column)
             for name, value in ((self.prefix_column, prefix), (self.suffix_column, suffix)):
                 if not isinstance(value, str):
                     raise ValueError(f"column {name!r} is null" if value is None else
@@ -77,8 +102,8 @@ class InfillTask(_CanvasEditTask):
                              f"task.max_input_chars is {self.max_input_chars}")
         return EditJob(prefix + suffix, [(len(prefix), len(prefix))], fill_only=True)
 
-    def plan(self, engine, job: EditJob) -> None:
-        job.holes = [Hole(job.spans[0][0], job.spans[0][1], self.fill_tokens)]
+    def holes(self, engine, job: EditJob) -> list[Hole]:
+        return [Hole(job.spans[0][0], job.spans[0][1], self.fill_tokens)]
 
     def describe(self) -> dict:
         return {"kind": self.kind, "fill_tokens": self.fill_tokens}
@@ -107,10 +132,10 @@ class EditTask(_CanvasEditTask):
     def extra_columns(self) -> dict[str, str]:
         return {} if self.span_markers else {"task.spans_column": self.spans_column}
 
-    def prepare_row(self, text: str | None, columns: dict) -> EditJob:
+    def plan_row(self, row: Row) -> EditJob:
         if self.span_markers:
-            return EditJob(*spans_from_markers(text, *self.span_markers))
-        return EditJob(text, parse_spans(columns.get(self.spans_column), len(text)))
+            return EditJob(*spans_from_markers(row.text, *self.span_markers))
+        return EditJob(row.text, parse_spans(row.columns.get(self.spans_column), len(row.text)))
 
     def budget(self, span_tokens: int) -> int:
         """Free positions for a span of ``span_tokens`` tokens (0: an insertion point)."""
@@ -118,8 +143,8 @@ class EditTask(_CanvasEditTask):
             math.ceil(span_tokens * self.edit_token_ratio) + self.edit_extra_tokens
         return budget if self.max_span_tokens is None else min(budget, self.max_span_tokens)
 
-    def plan(self, engine, job: EditJob) -> None:
-        plan_holes(engine.tokenizer, job, self.budget, self.window_tokens)
+    def holes(self, engine, job: EditJob) -> list[Hole]:
+        return plan_holes(engine.tokenizer, job, self.budget, self.window_tokens)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "instruction": self.instruction}

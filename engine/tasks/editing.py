@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import dataclass, field
 
 from ..engine import GenerationResult
 from ..plans import FREE
 from .seeds import window_seed
+from .windows import drive_windows
 
 # A token covers at most about this many characters: text is sliced to this bound before it is tokenized, so a
 # 100k-character document is never tokenized whole to find the tokens next to a window.
@@ -194,8 +194,8 @@ class Hole:
 
 @dataclass
 class EditJob:
-    """One row of ``infill`` or ``edit``: the document and its spans (from ``prepare_row``), then its holes and
-    prompt head (from ``prompt_tokens``, which knows the engine). ``prompt_head`` (BOS, or an instruction turn)
+    """One row of ``infill`` or ``edit`` (its plan): the document and its spans; a laid-out copy
+    (``layout``, which knows the engine) also has its holes and prompt head. ``prompt_head`` (BOS, or an instruction turn)
     starts every window's prompt; ``fill_only``: the result's text is the fill of the single hole (infill)."""
 
     document: str
@@ -205,35 +205,18 @@ class EditJob:
     prompt_head: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _Progress:
-    """How far a job's window-by-window run got (fresh for every ``run_edit_jobs`` call, so a batch retried row
-    by row starts each row over)."""
-
-    parts: list[str] = field(default_factory=list)
-    cursor: int = 0
-    next_hole: int = 0
-    windows: int = 0
-    fills: list[str] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    num_canvases: int = 0
-    num_passes: int = 0
-    num_corrections: int = 0
-    seconds: float = 0.0
-    hit_budget: bool = False
-
-
-def plan_holes(tok, job: EditJob, budget_of, window_tokens: int) -> None:
-    """Turn ``job.spans`` into holes: ``budget_of(span_tokens) -> budget`` for each span (or piece of a span
-    longer than ``window_tokens`` tokens, cut as a rewrite window would be)."""
+def plan_holes(tok, job: EditJob, budget_of, window_tokens: int) -> list[Hole]:
+    """The holes of ``job.spans``: ``budget_of(span_tokens) -> budget`` for each span (or piece of a span longer
+    than ``window_tokens`` tokens, cut as a rewrite window would be)."""
     count = lambda s: len(tok.encode(s, add_bos=False))  # noqa: E731
-    job.holes = []
+    holes = []
     for start, end in job.spans:
         if start == end:
-            job.holes.append(Hole(start, end, budget_of(0)))
+            holes.append(Hole(start, end, budget_of(0)))
             continue
         for a, b in cut_windows(job.document[start:end], count, window_tokens):
-            job.holes.append(Hole(start + a, start + b, budget_of(count(job.document[start + a:start + b]))))
+            holes.append(Hole(start + a, start + b, budget_of(count(job.document[start + a:start + b]))))
+    return holes
 
 
 def check_fits(job: EditJob, canvas: int, max_positions: int) -> None:
@@ -244,31 +227,6 @@ def check_fits(job: EditJob, canvas: int, max_positions: int) -> None:
             raise ValueError(f"the span at character {hole.start} has a budget of {hole.budget} tokens "
                              f"({math.ceil(hole.budget / canvas)} canvases of {canvas}), which with the "
                              f"{len(job.prompt_head)}-token prompt exceeds the model's {max_positions} positions")
-
-
-def _window(tok, job: EditJob, done: _Progress, canvas: int, max_positions: int, context_tokens: int):
-    """The next window of ``job``: ``(prompt_ids, known, holes)``."""
-    first = done.next_hole
-    holes = [job.holes[first]]
-    known = [FREE] * holes[0].budget
-    limit = canvas - canvas // 4  # room for at least a quarter canvas of text after the last hole
-    for hole in job.holes[first + 1:]:
-        gap = job.document[holes[-1].end:hole.start]
-        if len(gap) > CHARS_PER_TOKEN * canvas:  # far too long to share a canvas: no need to count it
-            break
-        gap_ids = tok.encode(gap, add_bos=False) if gap else []
-        if len(known) + len(gap_ids) + hole.budget > limit:
-            break
-        known += gap_ids + [FREE] * hole.budget
-        holes.append(hole)
-    n_canvases = math.ceil(len(known) / canvas)
-    room = n_canvases * canvas - len(known)
-    after = job.document[holes[-1].end:holes[-1].end + CHARS_PER_TOKEN * room]
-    known += tok.encode(after, add_bos=False)[:room] if room and after else []
-    budget = min(context_tokens, max_positions - n_canvases * canvas - len(job.prompt_head))
-    before = last_chars(done.parts + [job.document[done.cursor:holes[0].start]], CHARS_PER_TOKEN * budget)
-    _, context = tok.tail(before, budget)
-    return job.prompt_head + context, known, holes
 
 
 def clean_fill(ids: list[int], eos_ids, skip_ids) -> tuple[list[int], bool]:
@@ -312,43 +270,108 @@ def span_fills(job: EditJob, fills: list[str]) -> list[str]:
 def run_edit_jobs_with_fills(engine, jobs: list[EditJob], params, seeds: list[int],
                              context_tokens: int) -> list[tuple[GenerationResult, list[str]]]:
     """``run_edit_jobs``, each result paired with its job's decoded hole fills in hole order."""
-    tok = engine.tokenizer
-    canvas, max_positions = engine.canvas_length, engine.config.max_position_embeddings
-    eos = set(engine.eos_ids)
-    skip = tok.special_ids() | {engine.config.pad_token_id} | set(range(tok.vocab_size, engine.config.vocab_size))
-    started = time.perf_counter()
-    runs = [_Progress() for _ in jobs]
-    while True:
-        active = [i for i, (job, done) in enumerate(zip(jobs, runs)) if done.next_hole < len(job.holes)]
-        if not active:
-            break
-        windows = [_window(tok, jobs[i], runs[i], canvas, max_positions, context_tokens) for i in active]
-        round_start = time.perf_counter() - started
-        results = engine.denoise_canvases([w[0] for w in windows], [w[1] for w in windows], params,
-                                          seeds=[window_seed(seeds[i], runs[i].windows) for i in active])
-        for i, (_, _, holes), res in zip(active, windows, results, strict=True):
-            job, done, offset = jobs[i], runs[i], 0
-            for hole in holes:
-                ids, full = clean_fill(res.free_ids[offset:offset + hole.budget], eos, skip)
-                offset += hole.budget
-                text = tok.decode(ids)
-                done.fills.append(text)
-                done.token_ids += ids
-                done.hit_budget |= full
-                done.parts += [job.document[done.cursor:hole.start], text]
-                done.cursor = hole.end
-            done.next_hole += len(holes)
-            done.windows += 1
-            done.num_canvases += res.num_canvases
-            done.num_passes += res.num_passes
-            done.num_corrections += res.num_self_corrections
-            done.seconds = round_start + res.seconds
-    out = []
-    for job, done in zip(jobs, runs):
-        text = "".join(done.fills) if job.fill_only else "".join(done.parts) + job.document[done.cursor:]
-        out.append((GenerationResult(
-            text=text, token_ids=done.token_ids, num_canvases=done.num_canvases, num_passes=done.num_passes,
-            tokens_per_pass=len(done.token_ids) / max(done.num_passes, 1), seconds=done.seconds,
-            finish_reason="length" if done.hit_budget else "eos", num_self_corrections=done.num_corrections),
-            done.fills))
-    return out
+    side = _TextSide.of(engine)
+    runs = [_EditRun(job, seed, side, context_tokens) for job, seed in zip(jobs, seeds)]
+
+    def call(windows: list[_EditWindow]) -> list:
+        return engine.denoise_canvases([w.prompt_ids for w in windows], [w.known for w in windows], params,
+                                       seeds=[w.seed for w in windows])
+
+    drive_windows(runs, call)
+    return [(run.result(), run.fills) for run in runs]
+
+
+@dataclass(frozen=True)
+class _TextSide:
+    """What laying out and reading back windows needs of the engine: tokenizer, canvas, limits, and the tokens
+    that end a fill (``eos``) or make no text (``skip``)."""
+
+    tok: object
+    canvas: int
+    max_positions: int
+    eos: frozenset = frozenset()
+    skip: frozenset = frozenset()
+
+    @classmethod
+    def of(cls, engine) -> "_TextSide":
+        tok, config = engine.tokenizer, engine.config
+        skip = tok.special_ids() | {config.pad_token_id} | set(range(tok.vocab_size, config.vocab_size))
+        return cls(tok, engine.canvas_length, config.max_position_embeddings, frozenset(engine.eos_ids),
+                   frozenset(skip))
+
+
+@dataclass(frozen=True)
+class _EditWindow:
+    """One window of an edit job: the prompt (head and context), the canvas layout, the holes on it, its seed."""
+
+    prompt_ids: list[int]
+    known: list[int]
+    holes: list[Hole]
+    seed: int
+
+
+class _EditRun:
+    """How far one job's window-by-window run got (a ``WindowRun``; fresh for every ``run_edit_jobs`` call, so a
+    batch retried row by row starts each row over)."""
+
+    def __init__(self, job: EditJob, seed: int, side: _TextSide, context_tokens: int):
+        self.job, self.seed, self.side, self.context_tokens = job, seed, side, context_tokens
+        self.parts: list[str] = []
+        self.fills: list[str] = []
+        self.token_ids: list[int] = []
+        self.cursor = self.next_hole = self.windows = 0
+        self.num_canvases = self.num_passes = self.num_corrections = 0
+        self.seconds = 0.0
+        self.hit_budget = False
+
+    def next_window(self) -> _EditWindow | None:
+        """The next window: the holes that share its canvases, the text after the last one, context before."""
+        job, side = self.job, self.side
+        if self.next_hole >= len(job.holes):
+            return None
+        holes = [job.holes[self.next_hole]]
+        known = [FREE] * holes[0].budget
+        limit = side.canvas - side.canvas // 4  # room for at least a quarter canvas of text after the last hole
+        for hole in job.holes[self.next_hole + 1:]:
+            gap = job.document[holes[-1].end:hole.start]
+            if len(gap) > CHARS_PER_TOKEN * side.canvas:  # far too long to share a canvas: no need to count it
+                break
+            gap_ids = side.tok.encode(gap, add_bos=False) if gap else []
+            if len(known) + len(gap_ids) + hole.budget > limit:
+                break
+            known += gap_ids + [FREE] * hole.budget
+            holes.append(hole)
+        n_canvases = math.ceil(len(known) / side.canvas)
+        room = n_canvases * side.canvas - len(known)
+        after = job.document[holes[-1].end:holes[-1].end + CHARS_PER_TOKEN * room]
+        known += side.tok.encode(after, add_bos=False)[:room] if room and after else []
+        budget = min(self.context_tokens, side.max_positions - n_canvases * side.canvas - len(job.prompt_head))
+        before = last_chars(self.parts + [job.document[self.cursor:holes[0].start]], CHARS_PER_TOKEN * budget)
+        _, context = side.tok.tail(before, budget)
+        return _EditWindow(job.prompt_head + context, known, holes, window_seed(self.seed, self.windows))
+
+    def accept(self, window: _EditWindow, res, round_start: float) -> None:
+        offset = 0
+        for hole in window.holes:
+            ids, full = clean_fill(res.free_ids[offset:offset + hole.budget], self.side.eos, self.side.skip)
+            offset += hole.budget
+            text = self.side.tok.decode(ids)
+            self.fills.append(text)
+            self.token_ids += ids
+            self.hit_budget |= full
+            self.parts += [self.job.document[self.cursor:hole.start], text]
+            self.cursor = hole.end
+        self.next_hole += len(window.holes)
+        self.windows += 1
+        self.num_canvases += res.num_canvases
+        self.num_passes += res.num_passes
+        self.num_corrections += res.num_self_corrections
+        self.seconds = round_start + res.seconds
+
+    def result(self) -> GenerationResult:
+        job = self.job
+        text = "".join(self.fills) if job.fill_only else "".join(self.parts) + job.document[self.cursor:]
+        return GenerationResult(
+            text=text, token_ids=self.token_ids, num_canvases=self.num_canvases, num_passes=self.num_passes,
+            tokens_per_pass=len(self.token_ids) / max(self.num_passes, 1), seconds=self.seconds,
+            finish_reason="length" if self.hit_budget else "eos", num_self_corrections=self.num_corrections)

@@ -3,22 +3,23 @@ go window by window, each window's prompt carrying the end of the text before it
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..engine import GenerationResult
-from .base import Task, register
+from .base import PromptPlan, Row, Task, register
 from .editing import CHARS_PER_TOKEN, cut_windows, last_chars, split_ws
 from .seeds import window_seed
+from .windows import drive_windows
 
 
-@dataclass
-class RewriteDoc:
-    """A document to rewrite and its windows, ``[start, end)`` character ranges that together are the document
-    (one window unless it has more than ``task.window_tokens`` tokens)."""
+@dataclass(frozen=True)
+class RewritePlan:
+    """A row of ``rewrite``: the document. Its windows are cut when it runs (they are counted in tokens)."""
 
     text: str
-    windows: list[tuple[int, int]] = field(default_factory=list)
+
 
 
 @register
@@ -47,58 +48,47 @@ class RewriteTask(Task):
         # str.replace, not str.format: documents and instructions may hold other braces
         return self.instruction.replace("{text}", text)
 
-    def prepare_row(self, text: str | None, columns: dict) -> RewriteDoc:
-        return RewriteDoc(text)
+    def plan_row(self, row: Row) -> RewritePlan:
+        return RewritePlan(row.text)
 
-    def prompt_tokens(self, engine, doc: RewriteDoc) -> int:
-        """Cuts the windows; returns the largest window prompt without context (context is fitted to the limit)."""
+    def windows(self, engine, plan: RewritePlan) -> list[tuple[int, int]]:
+        """The document's windows, ``[start, end)`` character ranges that together are the document (one window
+        unless it has more than ``window_tokens`` tokens)."""
         count = lambda t: len(engine.tokenizer.encode(t))  # noqa: E731
-        if count(doc.text) <= self.window_tokens:
-            doc.windows = [(0, len(doc.text))]
-            return super().prompt_tokens(engine, self.prepare(doc.text))
-        doc.windows = cut_windows(doc.text, count, self.window_tokens)
-        return max(super(RewriteTask, self).prompt_tokens(engine, self.prepare(split_ws(doc.text[a:b])[1]))
-                   for a, b in doc.windows)
+        if count(plan.text) <= self.window_tokens:
+            return [(0, len(plan.text))]
+        return cut_windows(plan.text, count, self.window_tokens)
 
-    def generate(self, engine, docs: list[RewriteDoc], params, seeds: list[int]):
-        """One-window documents exactly as before (one chat call); longer ones window by window, in rounds."""
-        started = time.perf_counter()
-        runs = [_RewriteRun() for _ in docs]
-        while True:
-            plain, with_context = [], []  # (row, prompt)
-            for i, (doc, run) in enumerate(zip(docs, runs)):
-                while run.next < len(doc.windows):
-                    a, b = doc.windows[run.next]
-                    lead, core, trail = split_ws(doc.text[a:b]) if len(doc.windows) > 1 else ("", doc.text, "")
-                    if core:
-                        break
-                    run.parts.append(lead)  # a window of whitespace only is kept as it is
-                    run.next += 1
-                else:
-                    continue
-                context = self._context(engine, doc, run, a, core)
-                (with_context if context else plain).append((i, context or self.prepare(core)))
-            if not plain and not with_context:
-                break
-            for group, chat in ((plain, True), (with_context, False)):
-                if not group:
-                    continue
-                rows = [i for i, _ in group]
-                round_start = time.perf_counter() - started
-                results = engine.generate([p for _, p in group], params, chat=chat,
-                                          seeds=[window_seed(seeds[i], runs[i].next) for i in rows])
-                for i, res in zip(rows, results, strict=True):
-                    runs[i].add(docs[i], res, round_start)
-        return [run.result(doc) for doc, run in zip(docs, runs)]
+    def count_tokens(self, engine, plan: RewritePlan) -> int:
+        """The largest window prompt without context (context is fitted to the limit)."""
+        windows = self.windows(engine, plan)
+        if len(windows) == 1:
+            return super().count_tokens(engine, PromptPlan(self.prepare(plan.text), True))
+        return max(super(RewriteTask, self).count_tokens(engine, PromptPlan(self.prepare(split_ws(plan.text[a:b])[1]),
+                                                                             True))
+                   for a, b in windows)
 
-    def _context(self, engine, doc: RewriteDoc, run: "_RewriteRun", start: int, core: str) -> str | None:
+    def execute(self, engine, plans: list[RewritePlan], params, seeds: list[int]) -> list:
+        """One-window documents in one chat call; longer ones window by window, in rounds (``drive_windows``)."""
+        answers: list = [self._fits(engine, p) for p in plans]
+        runs = {i: _RewriteRun(self, engine, plans[i], self.windows(engine, plans[i]), seeds[i])
+                for i, a in enumerate(answers) if a is None}
+        drive_windows(list(runs.values()), lambda windows: _generate_windows(engine, windows, params))
+        for i, run in runs.items():
+            answers[i] = run.result()
+        return answers
+
+    def whole_prompt(self, plan: RewritePlan) -> tuple[str, bool]:
+        return self.prepare(plan.text), True
+
+    def context(self, engine, doc: RewritePlan, parts: list[str], start: int, core: str) -> str | None:
         """The templated conversation for a window after the first: the text before it and its rewrite (ends
         of each), then this window's instruction; ``None`` for a first window or when no context fits."""
-        if not run.parts or not doc.text[:start].strip():
+        if not parts or not doc.text[:start].strip():
             return None
         half = self.context_tokens // 2
         source, _ = engine.tokenizer.tail(doc.text[max(0, start - CHARS_PER_TOKEN * half):start], half)
-        rewritten, _ = engine.tokenizer.tail(last_chars(run.parts, CHARS_PER_TOKEN * half), half)
+        rewritten, _ = engine.tokenizer.tail(last_chars(parts, CHARS_PER_TOKEN * half), half)
         if not source.strip() or not rewritten.strip():
             return None
         text = engine.apply_chat_template([
@@ -107,35 +97,77 @@ class RewriteTask(Task):
             {"role": "user", "content": self.prepare(core)}])
         return text if len(engine.tokenizer.encode(text)) <= engine.max_prompt_tokens else None
 
-    def output(self, result) -> str:
+    def render(self, plan, result) -> str:
         return result.text.strip()
 
     def describe(self) -> dict:
         return {"kind": self.kind, "instruction": self.instruction}
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Window:
+    """One window's engine call: the prompt (templated already when it carries context) and its seed."""
+
+    prompt: str
+    chat: bool
+    seed: int
+
+
+def _generate_windows(engine, windows: list[_Window], params) -> list:
+    """A round's windows: those without context through the chat template in one call, then those with context
+    (templated already) in another; a second call's results count the first call's time in their ``seconds``."""
+    results: list = [None] * len(windows)
+    started = time.perf_counter()
+    for chat in (True, False):
+        group = [i for i, w in enumerate(windows) if w.chat == chat]
+        if not group:
+            continue
+        waited = time.perf_counter() - started
+        out = engine.generate([windows[i].prompt for i in group], params, chat=chat,
+                              seeds=[windows[i].seed for i in group])
+        for i, res in zip(group, out, strict=True):
+            results[i] = dataclasses.replace(res, seconds=res.seconds + waited) if waited and not chat else res
+    return results
+
+
 class _RewriteRun:
-    """How far one document's window-by-window rewrite got."""
+    """How far one document's window-by-window rewrite got (a ``WindowRun``)."""
 
-    next: int = 0
-    parts: list[str] = field(default_factory=list)
-    results: list = field(default_factory=list)
-    seconds: float = 0.0
+    def __init__(self, task: RewriteTask, engine, doc: RewritePlan, windows: list[tuple[int, int]], seed: int):
+        self.task, self.engine, self.doc, self.windows, self.seed = task, engine, doc, windows, seed
+        self.next = 0
+        self.parts: list[str] = []
+        self.results: list = []
+        self.seconds = 0.0
 
-    def add(self, doc: RewriteDoc, res, round_start: float) -> None:
-        a, b = doc.windows[self.next]
-        if len(doc.windows) == 1:
+    def next_window(self) -> _Window | None:
+        doc = self.doc
+        while self.next < len(self.windows):
+            a, b = self.windows[self.next]
+            lead, core, _ = split_ws(doc.text[a:b]) if len(self.windows) > 1 else ("", doc.text, "")
+            if core:
+                break
+            self.parts.append(lead)  # a window of whitespace only is kept as it is
+            self.next += 1
+        else:
+            return None
+        context = self.task.context(self.engine, doc, self.parts, a, core)
+        seed = window_seed(self.seed, self.next)
+        return _Window(context, False, seed) if context else _Window(self.task.prepare(core), True, seed)
+
+    def accept(self, window: _Window, res, round_start: float) -> None:
+        a, b = self.windows[self.next]
+        if len(self.windows) == 1:
             self.parts.append(res.text)
         else:
-            lead, _, trail = split_ws(doc.text[a:b])
+            lead, _, trail = split_ws(self.doc.text[a:b])
             self.parts += [lead, res.text.strip(), trail]
         self.results.append(res)
         self.seconds = round_start + res.seconds
         self.next += 1
 
-    def result(self, doc: RewriteDoc):
-        if len(self.results) == 1 and len(doc.windows) == 1:
+    def result(self):
+        if len(self.results) == 1 and len(self.windows) == 1:
             return self.results[0]  # a short document: the engine's own result
         token_ids = [t for r in self.results for t in r.token_ids]
         passes = sum(r.num_passes for r in self.results)

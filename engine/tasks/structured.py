@@ -30,7 +30,8 @@ import json
 import weakref
 from typing import Any
 
-from .base import Task, register
+from ..engine import GenerationResult
+from .base import PromptPlan, RowError, Task, register
 from .schema_subset import SchemaError, Widths, compile_schema, schema_validator
 from .skeleton import MAX_LAYOUT_POSITIONS, Skeleton, build_skeleton, layout_bound, render
 
@@ -78,10 +79,10 @@ class StructuredTask(Task):
             return self.instruction.replace("{text}", text)
         return f"{self.instruction}\n\n{text}"
 
-    def prompt_tokens(self, engine, prompt: str) -> int:
+    def count_tokens(self, engine, plan: PromptPlan) -> int:
         """The prompt's tokens; raises ``ValueError`` (an error row) when the skeleton's canvases do not fit after
         it within the model's positions."""
-        n = super().prompt_tokens(engine, prompt)
+        n = super().count_tokens(engine, plan)
         problem = self._room_problem(engine, n)
         if problem:
             raise ValueError(problem)
@@ -109,35 +110,36 @@ class StructuredTask(Task):
             self._cache[engine] = (sk, schema_validator(self.schema))
         return self._cache[engine]
 
-    def generate(self, engine, prompts: list[str], params, seeds: list[int]):
-        """One ``GenerationResult`` (``text``: the JSON) or error message per prompt, in order.
+    def execute(self, engine, plans: list[PromptPlan], params, seeds: list[int]) -> list:
+        """One ``Result`` (``text``: the JSON) or ``RowError`` per plan, in order.
 
         ``token_ids`` are the hole positions' tokens (what the model denoised); ``tokens_per_pass`` counts them;
         ``finish_reason`` is ``"eos"``: a skeleton always completes.
         """
-        from engine import GenerationResult
-
         sk, validator = self._prepared(engine)
-        prompt_ids = engine.encode_prompts(prompts, chat=True)
-        answers: list = [self._room_problem(engine, len(ids)) for ids in prompt_ids]  # the worker checked it too
+        answers: list = [self._fits(engine, p) for p in plans]
         todo = [i for i, problem in enumerate(answers) if problem is None]
         if not todo:
             return answers
-        results = engine.denoise_canvases([prompt_ids[i] for i in todo], [sk.known] * len(todo), params,
+        prompt_ids = engine.encode_prompts([plans[i].prompt for i in todo], chat=True)
+        results = engine.denoise_canvases(prompt_ids, [sk.known] * len(todo), params,
                                           seeds=[seeds[i] for i in todo], allowed=[sk.allowed] * len(todo),
                                           allowed_masks=sk.masks)
-        for i, res in zip(todo, results):
-            text = render(sk, res.token_ids)
-            problem = next(iter(validator.iter_errors(json.loads(text))), None)
-            if problem is not None:
-                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path)
-                answers[i] = f"output does not validate against task.schema at ${where}: {problem.message}"
-                continue
-            answers[i] = GenerationResult(
-                text=text, token_ids=list(res.free_ids), num_canvases=res.num_canvases, num_passes=res.num_passes,
-                tokens_per_pass=res.tokens_per_pass, seconds=res.seconds, finish_reason="eos",
-                num_self_corrections=res.num_self_corrections)
+        for i, res in zip(todo, results, strict=True):
+            answers[i] = self._answer(sk, validator, res)
         return answers
+
+    def _answer(self, sk: Skeleton, validator, res):
+        """The row's ``Result``, or a ``RowError`` when its JSON does not validate (ruled out by construction)."""
+        text = render(sk, res.token_ids)
+        problem = next(iter(validator.iter_errors(json.loads(text))), None)
+        if problem is not None:
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.absolute_path)
+            return RowError(f"output does not validate against task.schema at ${where}: {problem.message}")
+        return GenerationResult(
+            text=text, token_ids=list(res.free_ids), num_canvases=res.num_canvases, num_passes=res.num_passes,
+            tokens_per_pass=res.tokens_per_pass, seconds=res.seconds, finish_reason="eos",
+            num_self_corrections=res.num_self_corrections)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "instruction": self.instruction, "schema": self.schema}
